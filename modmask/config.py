@@ -1,0 +1,79 @@
+"""Workflow configuration: loading, merging the scale overrides, and validation with clear errors."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+def _key_path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def load_schema(path=SCHEMA_PATH) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Like Snakemake's ``--configfile`` update: nested dicts merge, everything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config(*paths) -> dict:
+    config: dict = {}
+    for path in paths:
+        with open(path) as f:
+            config = deep_merge(config, yaml.safe_load(f) or {})
+    validate_config(config)
+    return config
+
+
+def seeds(block: dict) -> list[int]:
+    value = block["seeds"]
+    return list(range(value)) if isinstance(value, int) else list(value)
+
+
+def stage_settings(experiment: dict, arch: str, stage: str) -> dict:
+    """The ``pretrain`` or ``mask`` block of an experiment with the architecture's overrides applied."""
+    return deep_merge(experiment[stage], experiment["architectures"][arch].get(stage, {}))
+
+
+def validate_config(config: dict, schema: dict | None = None) -> None:
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for error in errors[:10]:
+            lines.append(f"config key {_key_path(error.absolute_path)}: {error.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    for name, experiment in config.get("experiments", {}).items():
+        for arch in experiment["architectures"]:
+            mask = stage_settings(experiment, arch, "mask")
+            if mask["batch_size"] % mask["mask_samples"]:
+                raise ConfigError(
+                    f"config key experiments.{name}.mask.batch_size: {mask['batch_size']} is not divisible by "
+                    f"mask_samples {mask['mask_samples']} (architecture {arch}); each mask sample takes an equal "
+                    f"chunk of the batch")
+            spec = experiment["architectures"][arch]
+            if spec["model"] == "fnn" and not isinstance(spec["hidden"], list):
+                raise ConfigError(f"config key experiments.{name}.architectures.{arch}.hidden: an fnn needs a list "
+                                  f"of layer sizes, got {spec['hidden']!r}")
+            if spec["model"] == "lstm" and not isinstance(spec["hidden"], int):
+                raise ConfigError(f"config key experiments.{name}.architectures.{arch}.hidden: an lstm needs one "
+                                  f"hidden size, got {spec['hidden']!r}")

@@ -1,0 +1,115 @@
+"""The steps that the workflow's scripts run, as plain functions of paths and config blocks."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import experiments, runtime
+from .devices import select_device
+from .io import load_torch, read_parquet, save_torch, write_parquet
+from .masks import MaskSelection, WeightMask
+from .metrics import sharing_table, weights_kept
+from .models import build_model, layer_label
+from .training import BatchSampler, TrainSettings, train_mask, train_network
+
+NETWORK_FORMAT = "modmask.Network/1"
+
+
+def start_job(log_file=None, seed: int = 0, threads: int | None = None, device: str = "cpu"):
+    """Logger, seeded RNGs, thread count, allocator and device for one job."""
+    log = runtime.get_logger("modmask", log_file)
+    runtime.set_threads(threads)
+    runtime.tune_cpu_allocator()
+    runtime.seed_everything(seed)
+    chosen = select_device(device)
+    log.info("device %s, %d threads, seed %d", chosen, torch.get_num_threads(), seed)
+    return log, chosen
+
+
+def with_provenance(df: pd.DataFrame, provenance: dict) -> pd.DataFrame:
+    df = df.copy()
+    for key, value in reversed(list(provenance.items())):
+        df.insert(0, key, value)
+    return df
+
+
+def generate_data(experiment: str, settings: dict, seed: int, out_path, log: logging.Logger) -> None:
+    exp = experiments.get(experiment)
+    df = exp.generate(settings, seed)
+    write_parquet(df, out_path, {"experiment": experiment, "settings": settings, "seed": seed})
+    log.info("wrote %d rows to %s", len(df), out_path)
+
+
+def load_network(path, device="cpu"):
+    data = load_torch(path)
+    if data.get("format") != NETWORK_FORMAT:
+        raise ValueError(f"{path} is not a saved network (format {data.get('format')!r})")
+    model = build_model(data["spec"], data["input_size"], data["output_size"])
+    model.load_state_dict(data["state_dict"])
+    return model.to(device).eval(), data
+
+
+def pretrain(experiment: str, arch_spec: dict, train_block: dict, data_path, seed: int, device, out_path,
+             log: logging.Logger, provenance: dict, checkpoint_path=None) -> None:
+    exp = experiments.get(experiment)
+    df = read_parquet(data_path)
+    model = build_model(arch_spec, exp.INPUT_SIZE, exp.OUTPUT_SIZE).to(device)
+    settings = TrainSettings.from_config(train_block)
+    sampler = BatchSampler(exp.training_tensors(df, "all"), settings.batch_size, seed, device)
+    log.info("pretraining %s (%d parameters) for %d steps", arch_spec, sum(p.numel() for p in model.parameters()),
+             settings.steps)
+    history = train_network(model, sampler, exp.loss, settings, checkpoint_path=checkpoint_path,
+                            identity=str(provenance), log=log)
+    save_torch({"format": NETWORK_FORMAT, "spec": arch_spec, "input_size": exp.INPUT_SIZE,
+                "output_size": exp.OUTPUT_SIZE, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                "history": history.rows, "provenance": provenance}, out_path)
+
+
+def mask_selection(block: dict) -> MaskSelection:
+    return MaskSelection(include=tuple(block.get("include", (r".*",))), exclude=tuple(block.get("exclude", ())),
+                         mask_biases=bool(block.get("mask_biases", False)), mask_norms=bool(block.get("mask_norms", False)))
+
+
+def train_task_mask(experiment: str, task: str, mask_block: dict, net_path, data_path, seed: int, device, out_path,
+                    log: logging.Logger, provenance: dict, checkpoint_path=None) -> None:
+    exp = experiments.get(experiment)
+    df = read_parquet(data_path)
+    model, _ = load_network(net_path, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    settings = TrainSettings.from_config(mask_block)
+    sampler = BatchSampler(exp.training_tensors(df, task), settings.batch_size, seed, device)
+    mask = WeightMask.for_module(model, mask_selection(mask_block), settings.initial_logit)
+    log.info("training mask for task %r: %d masked weights, K=%d, beta %g, %d steps", task, mask.numel(),
+             settings.mask_samples, settings.beta, settings.steps)
+    mask, history = train_mask(model, sampler, exp.loss, settings, mask=mask, seed=seed,
+                               checkpoint_path=checkpoint_path, identity=str(provenance), log=log)
+    save_torch({**mask.to_file_dict(), "history": history.rows, "provenance": provenance}, out_path)
+
+
+def load_mask(path) -> WeightMask:
+    return WeightMask.from_file_dict(load_torch(path))
+
+
+def evaluate(experiment: str, net_path, mask_paths: dict, data_path, device, out_paths: dict,
+             log: logging.Logger, provenance: dict) -> None:
+    """Writes the experiment's tables plus ``layers`` (weights kept) and ``sharing`` tables."""
+    exp = experiments.get(experiment)
+    df = read_parquet(data_path)
+    model, _ = load_network(net_path, device)
+    masks = {task: load_mask(path).binary() for task, path in mask_paths.items()}
+    labels = {n: layer_label(model, n) for n in next(iter(masks.values())).names}
+    tables = exp.evaluate(model, masks, df, device)
+    tables["layers"] = weights_kept(masks, labels)
+    compared = {t: m for t, m in masks.items() if t in getattr(exp, "SHARING_TASKS", ())} or \
+        {t: m for t, m in masks.items() if t != "all"}
+    tables["sharing"] = sharing_table(compared, labels)
+    missing = set(out_paths) - set(tables)
+    if missing:
+        raise KeyError(f"evaluation produced no table for outputs {sorted(missing)}")
+    for name, path in out_paths.items():
+        write_parquet(with_provenance(tables[name], provenance), path, provenance)
+        log.info("wrote %s (%d rows)", path, len(tables[name]))

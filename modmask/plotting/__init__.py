@@ -1,0 +1,1 @@
+"""Figures, built from the tidy Parquet tables alone."""

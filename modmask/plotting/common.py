@@ -1,0 +1,84 @@
+"""Shared figure helpers: style, grouped bars with error bars, provenance footers, saving."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+
+COLORS = ["#3b75af", "#ef8636", "#519e3e", "#c53a32", "#8d69b8", "#84584e", "#d57dbf", "#7f7f7f"]
+ARCH_NAMES = {"fnn": "FNN", "lstm": "LSTM"}
+
+plt.rcParams.update({
+    "figure.dpi": 110, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
+    "axes.spines.right": False, "axes.grid": True, "axes.grid.axis": "y", "grid.alpha": 0.3, "legend.frameon": False,
+})
+
+
+def arch_name(arch: str) -> str:
+    return ARCH_NAMES.get(arch, arch)
+
+
+def mean_std(df: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Mean, standard deviation and count over seeds of ``value`` for each group."""
+    grouped = df.groupby(by, sort=False)[value]
+    out = grouped.agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def grouped_bars(ax, groups: list[str], series: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str,
+                 percent: bool = False, annotate: bool = False):
+    """Bars for each group (x) and series (colour), with standard-deviation error bars."""
+    n = len(series)
+    width = 0.8 / max(n, 1)
+    x = np.arange(len(groups))
+    scale = 100.0 if percent else 1.0
+    for i, (name, (mean, std)) in enumerate(series.items()):
+        pos = x - 0.4 + width * (i + 0.5)
+        bars = ax.bar(pos, mean * scale, width, yerr=std * scale, label=name, color=COLORS[i % len(COLORS)],
+                      capsize=2, error_kw={"elinewidth": 0.8})
+        if annotate:
+            for bar, value in zip(bars, mean * scale):
+                ax.annotate(f"{value:.0f}" if percent else f"{value:.3g}", (bar.get_x() + bar.get_width() / 2,
+                            bar.get_height()), ha="center", va="bottom", fontsize=6, xytext=(0, 1),
+                            textcoords="offset points")
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups, rotation=0)
+    ax.set_ylabel(ylabel + (" [%]" if percent else ""))
+    return ax
+
+
+def provenance_text(*tables: pd.DataFrame) -> str:
+    df = pd.concat([t[[c for c in ("scale", "seed", "config_hash", "code_version") if c in t]] for t in tables])
+    parts = []
+    if "scale" in df:
+        parts.append("scale " + ",".join(sorted(df["scale"].astype(str).unique())))
+    if "seed" in df:
+        parts.append(f"{df['seed'].nunique()} seeds (mean ± std)")
+    if "config_hash" in df:
+        parts.append("config " + ",".join(sorted(df["config_hash"].astype(str).unique())[:3]))
+    if "code_version" in df:
+        parts.append("code " + ",".join(sorted(df["code_version"].astype(str).unique())[:3]))
+    return " · ".join(parts)
+
+
+def save_figure(fig, out_dir: str | Path, stem: str, footer: str | None = None) -> list[Path]:
+    """Save as PDF and PNG (atomically), with a small provenance footer."""
+    if footer:
+        fig.text(0.995, 0.005, footer, ha="right", va="bottom", fontsize=6, color="#666666")
+    out_dir = Path(out_dir)
+    paths = []
+    for ext in ("pdf", "png"):
+        path = out_dir / f"{stem}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,64 @@
+"""Process-level set-up for jobs: seeding, threads, logging, and the CPU allocator."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import random
+import sys
+
+import numpy as np
+import torch
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep large freed blocks in the process instead of returning them to the kernel (glibc only).
+
+    Mask training allocates K x (number of weights) gradient tensors every step; with glibc's
+    defaults each one is a fresh mmap whose pages are faulted in and zeroed again, which costs
+    about as much as the masking itself. Returns whether the setting was applied.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch generator for data sampling."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def get_logger(name: str = "modmask", log_file: str | os.PathLike | None = None) -> logging.Logger:
+    """A logger writing to stderr (and to ``log_file``), with timestamps a person can follow."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr
+               for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    if log_file is not None:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger

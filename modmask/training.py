@@ -1,0 +1,216 @@
+"""Training loops: ordinary network training and mask training, with progress logs and resumable
+checkpoints. Experiments supply data, a loss and settings; they never write their own loop."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .io import load_torch, save_torch
+from .masked_model import MaskedModel
+from .masks import WeightMask
+
+LOG = logging.getLogger("modmask")
+
+
+@dataclass
+class TrainSettings:
+    """Settings of one training run (network or mask). Names follow the paper's."""
+
+    steps: int
+    lr: float = 1e-3
+    batch_size: int = 128
+    grad_clip: float | None = 1.0
+    optimizer: str = "adam"
+    log_every: int = 500
+    checkpoint_every: int = 0  # 0: no periodic checkpoints
+    # mask training only
+    beta: float = 1e-4
+    mask_samples: int = 4
+    temperature: float = 1.0
+    initial_logit: float = 2.0
+    kernels: str = "auto"
+
+    @classmethod
+    def from_config(cls, block: dict, **overrides) -> "TrainSettings":
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in {**block, **overrides}.items() if k in known}
+        return cls(**values)
+
+
+class BatchSampler:
+    """Uniformly random batches (with replacement) from in-memory tensors, seeded and resumable."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, seed: int, device="cpu"):
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("BatchSampler needs tensors of equal length")
+        if len(tensors[0]) == 0:
+            raise ValueError("BatchSampler got an empty data set")
+        self.tensors = [t.to(device) for t in tensors]
+        self.batch_size = batch_size
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+
+    def __call__(self):
+        index = torch.randint(len(self.tensors[0]), (self.batch_size,), generator=self.generator)
+        index = index.to(self.tensors[0].device)
+        return [t[index] for t in self.tensors]
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+
+@dataclass
+class History:
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, **row):
+        self.rows.append(row)
+
+
+def _make_optimizer(params, settings: TrainSettings):
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+
+
+class _Checkpointer:
+    """Saves the full loop state every ``every`` steps; restores it when a job is restarted."""
+
+    def __init__(self, path: str | Path | None, every: int, identity: str):
+        self.path = Path(path) if path else None
+        self.every = every
+        self.identity = identity
+
+    def load(self, log: logging.Logger):
+        if self.path is None or not self.path.exists():
+            return None
+        state = load_torch(self.path)
+        if state.get("identity") != self.identity:
+            log.warning("ignoring checkpoint %s: it belongs to different settings", self.path)
+            return None
+        log.info("resuming from checkpoint %s at step %d", self.path, state["step"])
+        return state
+
+    def maybe_save(self, step: int, total: int, make_state: Callable[[], dict]):
+        if self.path is None or not self.every or step % self.every or step == total:
+            return
+        save_torch({"identity": self.identity, "step": step, **make_state()}, self.path)
+
+    def remove(self):
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+
+def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Checkpointer, log, what: str,
+              progress: Callable[[], dict] | None = None) -> History:
+    history = History()
+    start_step = 0
+    saved = checkpoint.load(log)
+    if saved is not None:
+        for key, obj in stateful.items():
+            obj.load_state_dict(saved[key])
+        history.rows = saved["history"]
+        start_step = saved["step"]
+    started = time.perf_counter()
+    running = 0.0
+    count = 0
+    for step in range(start_step + 1, settings.steps + 1):
+        loss = step_fn()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{what}: loss became {loss} at step {step}; lower the learning rate")
+        running += loss
+        count += 1
+        if step % settings.log_every == 0 or step == settings.steps:
+            elapsed = time.perf_counter() - started
+            done = step - start_step
+            eta = elapsed / done * (settings.steps - step)
+            extra = progress() if progress else {}
+            history.add(step=step, loss=running / count, **extra)
+            details = " ".join(f"{k} {v:.4g}" for k, v in extra.items())
+            log.info("%s step %d/%d loss %.4f %s(%.1f steps/s, eta %.0fs)", what, step, settings.steps,
+                     running / count, details + " " if details else "", done / max(elapsed, 1e-9), eta)
+            running, count = 0.0, 0
+        checkpoint.maybe_save(step, settings.steps, lambda: {
+            **{k: obj.state_dict() for k, obj in stateful.items()}, "history": history.rows})
+    checkpoint.remove()
+    return history
+
+
+def train_network(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, settings: TrainSettings,
+                  forward: Callable | None = None, checkpoint_path=None, identity: str = "",
+                  log: logging.Logger = LOG) -> History:
+    """Ordinary training of all parameters. ``forward(model, inputs)`` defaults to ``model(inputs)``."""
+    forward = forward or (lambda m, inputs: m(inputs))
+    model.train()
+    optimizer = _make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
+
+    def step():
+        inputs, targets = sampler()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(model, inputs), targets)
+        loss.backward()
+        if settings.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        return loss.item()
+
+    stateful = {"model": model, "optimizer": optimizer, "sampler": sampler}
+    history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
+                        log, "train")
+    model.eval()
+    return history
+
+
+def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, settings: TrainSettings,
+               mask: WeightMask | None = None, selection=None, seed: int = 0, batch_dim: int = 0,
+               output_batch_dim: int | None = None, forward: Callable | None = None,
+               checkpoint_path=None, identity: str = "", log: logging.Logger = LOG) -> tuple[WeightMask, History]:
+    """Train a mask on a frozen network; returns the mask and the loss history.
+
+    The network runs in eval mode (dropout off, normalisation on running statistics) and receives
+    no gradient; a fresh Adam optimises the mask's trainable logits only, and gradient clipping
+    sees only those. The loss is the task loss plus ``beta * sum(logits) / batch_size``.
+    ``forward(masked_model, inputs)`` defaults to ``masked_model(inputs)``.
+    """
+    if settings.batch_size % settings.mask_samples:
+        raise ValueError(f"batch_size {settings.batch_size} is not divisible by mask_samples {settings.mask_samples}")
+    model.eval()
+    if mask is None:
+        mask = WeightMask.for_module(model, selection, settings.initial_logit)
+    masked = MaskedModel(model, mask, settings.mask_samples, settings.temperature, batch_dim=batch_dim,
+                         output_batch_dim=output_batch_dim, seed=seed, kernels=settings.kernels)
+    forward = forward or (lambda m, inputs: m(inputs))
+    trainable = mask.trainable_parameters()
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+
+    def step():
+        inputs, targets = sampler()
+        optimizer.zero_grad(set_to_none=True)
+        task_loss = loss_fn(forward(masked, inputs), targets)
+        loss = task_loss + masked.regularizer(settings.beta, settings.batch_size)
+        loss.backward()
+        if settings.grad_clip:
+            nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+        optimizer.step()
+        return task_loss.item()
+
+    def progress():
+        kept = sum(int((mask.logit(n) > 0).sum()) for n in mask.names)
+        return {"kept": kept / mask.numel()}
+
+    stateful = {"mask": mask, "optimizer": optimizer, "sampler": sampler, "noise": masked.noise}
+    history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
+                        log, "mask", progress)
+    return mask, history

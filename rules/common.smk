@@ -1,0 +1,60 @@
+# Helpers shared by the rules: config lookups, code versions for rerun triggers, job lists.
+import json
+
+from modmask.config import seeds, stage_settings
+from modmask.io import code_version, stable_hash
+
+EXPERIMENTS = list(config["experiments"])
+TABLES = {"addmul": ["accuracy", "confusion", "layers", "sharing"]}
+MASK_TASKS = {"addmul": ["all", "add", "mul"]}
+# Library modules each stage runs; editing one re-runs the stages that use it and no others.
+CODE = {
+    "data": code_version("data", "experiments", "io", "pipeline"),
+    "pretrain": code_version("models", "training", "data", "experiments", "io", "pipeline"),
+    "mask": code_version("gumbel", "masks", "masked_model", "models", "training", "data", "experiments", "io", "pipeline"),
+    "evaluate": code_version("masks", "masked_model", "metrics", "models", "data", "experiments", "io", "pipeline"),
+    "figures": code_version("plotting", "io"),
+}
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    seed=r"\d+",
+    arch=r"[A-Za-z][A-Za-z0-9_]*",
+    task=r"[A-Za-z0-9_]+",
+
+
+def experiment_config(wildcards):
+    return config["experiments"][wildcards.experiment]
+
+
+def settings_json(block):
+    return json.dumps(block, sort_keys=True)
+
+
+def provenance(wildcards, stage):
+    """Columns every table row carries, so each number traces back to its seed, config and code."""
+    exp = experiment_config(wildcards)
+    block = {
+        "arch": exp["architectures"][wildcards.arch],
+        "pretrain": stage_settings(exp, wildcards.arch, "pretrain"),
+        "mask": stage_settings(exp, wildcards.arch, "mask"),
+        "data": exp.get("data", {}),
+    }
+    return {
+        "experiment": wildcards.experiment,
+        "scale": config["scale"],
+        "arch": wildcards.arch,
+        "seed": int(wildcards.seed),
+        "config_hash": stable_hash(block),
+        "code_version": CODE[stage],
+    }
+
+
+def run_dirs(experiment):
+    exp = config["experiments"][experiment]
+    return [
+        f"{RESULTS}/{experiment}/{arch}/seed{seed}"
+        for arch in exp["architectures"]
+        for seed in seeds(exp)
+    ]

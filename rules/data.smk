@@ -1,0 +1,13 @@
+rule generate_data:
+    """Generate an experiment's data set once (seed 0; it does not vary with the network seed)."""
+    output:
+        f"{RESULTS}/data/{{experiment}}.parquet",
+    params:
+        settings=lambda wc: settings_json(experiment_config(wc).get("data", {})),
+        code=CODE["data"],
+    log:
+        f"{RESULTS}/logs/data/{{experiment}}.log",
+    conda:
+        "../envs/modmask.yaml"
+    script:
+        "../scripts/generate_data.py"

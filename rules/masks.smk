@@ -1,0 +1,21 @@
+rule train_mask:
+    """Train one mask (architecture, seed, mask task) on the frozen pretrained network."""
+    input:
+        data=f"{RESULTS}/data/{{experiment}}.parquet",
+        network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
+    output:
+        mask=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/mask_{{task}}.pt",
+    params:
+        settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "mask")),
+        provenance=lambda wc: provenance(wc, "mask"),
+        checkpoint=lambda wc, output: output.mask + ".ckpt",
+        code=CODE["mask"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    log:
+        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/mask_{{task}}.log",
+    conda:
+        "../envs/modmask.yaml"
+    script:
+        "../scripts/train_mask.py"

@@ -1,0 +1,21 @@
+rule pretrain:
+    """Train one network (architecture, seed) on the experiment's full task."""
+    input:
+        data=f"{RESULTS}/data/{{experiment}}.parquet",
+    output:
+        network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
+    params:
+        arch=lambda wc: settings_json(experiment_config(wc)["architectures"][wc.arch]),
+        settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "pretrain")),
+        provenance=lambda wc: provenance(wc, "pretrain"),
+        checkpoint=lambda wc, output: output.network + ".ckpt",
+        code=CODE["pretrain"],
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    log:
+        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/pretrain.log",
+    conda:
+        "../envs/modmask.yaml"
+    script:
+        "../scripts/pretrain.py"

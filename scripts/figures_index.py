@@ -1,0 +1,10 @@
+"""Rule figures_all: list every figure built, one path per line."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
+from modmask.io import atomic_path  # noqa: E402
+
+files = sorted(str(p) for folder in snakemake.input for p in Path(folder).rglob("*") if p.is_file())
+with atomic_path(snakemake.output[0]) as tmp:
+    tmp.write_text("".join(f"{f}\n" for f in files))
