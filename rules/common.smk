@@ -32,21 +32,32 @@ def settings_json(block):
     return json.dumps(block, sort_keys=True)
 
 
+STAGE_BLOCKS = {
+    "pretrain": ("data", "arch", "pretrain"),
+    "mask": ("data", "arch", "pretrain", "mask"),
+    "evaluate": ("data", "arch", "pretrain", "mask"),
+}
+
+
 def provenance(wildcards, stage):
-    """Columns every table row carries, so each number traces back to its seed, config and code."""
+    """Columns every table row carries, so each number traces back to its seed, config and code.
+
+    The config hash covers only the settings the stage depends on, so a changed mask setting
+    does not re-run pretraining.
+    """
     exp = experiment_config(wildcards)
-    block = {
+    blocks = {
+        "data": exp.get("data", {}),
         "arch": exp["architectures"][wildcards.arch],
         "pretrain": stage_settings(exp, wildcards.arch, "pretrain"),
         "mask": stage_settings(exp, wildcards.arch, "mask"),
-        "data": exp.get("data", {}),
     }
     return {
         "experiment": wildcards.experiment,
         "scale": config["scale"],
         "arch": wildcards.arch,
         "seed": int(wildcards.seed),
-        "config_hash": stable_hash(block),
+        "config_hash": stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]}),
         "code_version": CODE[stage],
     }
 
@@ -58,3 +69,15 @@ def run_dirs(experiment):
         for arch in exp["architectures"]
         for seed in seeds(exp)
     ]
+
+
+def mask_files(wildcards):
+    base = f"{RESULTS}/{wildcards.experiment}/{wildcards.arch}/seed{wildcards.seed}"
+    return {task: f"{base}/mask_{task}.pt" for task in MASK_TASKS[wildcards.experiment]}
+
+
+def seed_tables(experiment):
+    return {
+        table: [f"{d}/{table}.parquet" for d in run_dirs(experiment)]
+        for table in TABLES[experiment]
+    }

@@ -1,15 +1,3 @@
-def mask_files(wildcards):
-    base = f"{RESULTS}/{wildcards.experiment}/{wildcards.arch}/seed{wildcards.seed}"
-    return {task: f"{base}/mask_{task}.pt" for task in MASK_TASKS[wildcards.experiment]}
-
-
-def seed_tables(experiment):
-    return {
-        table: [f"{d}/{table}.parquet" for d in run_dirs(experiment)]
-        for table in TABLES[experiment]
-    }
-
-
 rule evaluate:
     """Accuracy with every mask and inverted mask, weights kept, sharing: one run's tables."""
     input:

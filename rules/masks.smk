@@ -8,7 +8,7 @@ rule train_mask:
     params:
         settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "mask")),
         provenance=lambda wc: provenance(wc, "mask"),
-        checkpoint=lambda wc, output: output.mask + ".ckpt",
+        checkpoint=lambda wc, output: f"{output.mask}.ckpt",
         code=CODE["mask"],
     threads: config["threads"]
     resources:

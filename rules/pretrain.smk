@@ -8,7 +8,7 @@ rule pretrain:
         arch=lambda wc: settings_json(experiment_config(wc)["architectures"][wc.arch]),
         settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "pretrain")),
         provenance=lambda wc: provenance(wc, "pretrain"),
-        checkpoint=lambda wc, output: output.network + ".ckpt",
+        checkpoint=lambda wc, output: f"{output.network}.ckpt",
         code=CODE["pretrain"],
     threads: config["threads"]
     resources:

@@ -36,11 +36,11 @@ def generate(heldout_fraction: float = 0.0, seed: int = 0) -> pd.DataFrame:
 
 
 def encode(df: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-    a = torch.as_tensor(df["a"].to_numpy())
-    b = torch.as_tensor(df["b"].to_numpy())
-    op = torch.as_tensor((df["op"] == "mul").to_numpy().astype("int64"))
+    a = torch.tensor(df["a"].to_numpy())
+    b = torch.tensor(df["b"].to_numpy())
+    op = torch.tensor((df["op"] == "mul").to_numpy().astype("int64"))
     x = torch.cat([one_hot_digits(a), one_hot_digits(b), torch.nn.functional.one_hot(op, 2).float()], dim=1)
-    return x, digit_targets(torch.as_tensor(df["result"].to_numpy()))
+    return x, digit_targets(torch.tensor(df["result"].to_numpy()))
 
 
 def task_rows(df: pd.DataFrame, task: str) -> pd.DataFrame:

@@ -46,9 +46,9 @@ def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, d
     """
     model.eval()
     x, _ = data.encode(df)
-    add_result = torch.as_tensor(((df["a"] + df["b"]) % 100).to_numpy())
-    mul_result = torch.as_tensor(((df["a"] * df["b"]) % 100).to_numpy())
-    target = torch.as_tensor(df["result"].to_numpy())
+    add_result = torch.tensor(((df["a"] + df["b"]) % 100).to_numpy())
+    mul_result = torch.tensor(((df["a"] * df["b"]) % 100).to_numpy())
+    target = torch.tensor(df["result"].to_numpy())
     op = df["op"].to_numpy()
     split = df["split"].to_numpy()
     distinct = (add_result != mul_result).numpy()
