@@ -1,0 +1,98 @@
+"""Training loops: masks learn the right subnetwork, resume after a crash gives the same result."""
+import pytest
+import torch
+from torch import nn
+
+from modmask import BatchSampler, MaskSelection, TrainSettings, WeightMask, run_with_mask, train_mask, train_network
+
+
+def xor_like_data(n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = (x[:, 0] > 0).long()  # only input 0 matters
+    return x, y
+
+
+def trained_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    x, y = xor_like_data()
+    train_network(net, BatchSampler([x, y], 64, seed=0), nn.functional.cross_entropy,
+                  TrainSettings(steps=300, lr=1e-2, log_every=1000))
+    return net, x, y
+
+
+def test_mask_keeps_the_input_that_matters_and_drops_the_rest():
+    net, x, y = trained_net()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    before = [p.clone() for p in net.parameters()]
+    mask, history = train_mask(net, BatchSampler([x, y], 64, seed=1), nn.functional.cross_entropy,
+                               TrainSettings(steps=600, lr=5e-2, beta=5e-2, batch_size=64, mask_samples=4,
+                                             log_every=100), seed=0)
+    binary = mask.binary()
+    first = binary.bits["0.weight"]
+    # weights from the irrelevant inputs 1..3 are pruned far more than those from input 0
+    assert first[:, 0].float().mean() > first[:, 1:].float().mean() + 0.3
+    accuracy = (run_with_mask(net, binary, x).argmax(1) == y).float().mean()
+    assert accuracy > 0.95
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())), "the network must stay frozen"
+    assert history.rows[-1]["kept"] < 0.8 and len(history.rows) == 6
+
+
+def test_fixed_logits_are_sampled_but_not_trained():
+    net, x, y = trained_net()
+    mask = WeightMask.for_module(net, MaskSelection())
+    fixed = torch.full_like(mask.logit("2.weight"), -3.0)
+    mask.fix("2.weight", fixed)
+    trained, _ = train_mask(net, BatchSampler([x, y], 64, seed=1), nn.functional.cross_entropy,
+                            TrainSettings(steps=20, lr=1e-1, batch_size=64, log_every=100), mask=mask)
+    assert torch.equal(trained.logit("2.weight"), fixed)
+    assert not torch.equal(trained.logit("0.weight"), torch.full_like(trained.logit("0.weight"), 2.0))
+
+
+def test_bad_batch_size_for_mask_samples():
+    net, x, y = trained_net()
+    with pytest.raises(ValueError, match="not divisible by mask_samples 4"):
+        train_mask(net, BatchSampler([x, y], 30, seed=1), nn.functional.cross_entropy,
+                   TrainSettings(steps=5, batch_size=30, mask_samples=4))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
+    net, x, y = trained_net()
+    settings = TrainSettings(steps=40, lr=1e-2, batch_size=64, checkpoint_every=10, log_every=10)
+
+    def run(checkpoint, crash_at=None):
+        calls = {"n": 0}
+
+        def loss(out, target):
+            calls["n"] += 1
+            if calls["n"] == crash_at:
+                raise Crash()
+            return nn.functional.cross_entropy(out, target)
+
+        return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
+                          checkpoint_path=checkpoint, identity="run")
+
+    reference, ref_history = run(None)
+    checkpoint = tmp_path / "mask.ckpt"
+    with pytest.raises(Crash):
+        run(checkpoint, crash_at=25)
+    assert checkpoint.exists()
+    resumed, history = run(checkpoint)
+    for name in reference.names:
+        assert torch.equal(reference.logit(name), resumed.logit(name)), name
+    assert [r["step"] for r in history.rows] == [10, 20, 30, 40]
+    assert history.rows[-1]["loss"] == ref_history.rows[-1]["loss"]
+    assert not checkpoint.exists(), "a finished run removes its checkpoint"
+
+
+def test_nan_loss_stops_with_a_message():
+    net, x, y = trained_net()
+    with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
+        train_network(net, BatchSampler([x, y], 64, seed=0), lambda o, t: o.sum() * float("nan"),
+                      TrainSettings(steps=3))
