@@ -22,10 +22,24 @@ wildcard_constraints:
     seed=r"\d+",
     arch=r"[A-Za-z][A-Za-z0-9_]*",
     task=r"[A-Za-z0-9_]+",
+    # "main": the experiment's mask settings; "beta<value>": the same with beta replaced (sweeps)
+    variant=r"main|beta[0-9.eE+-]+",
 
 
 def experiment_config(wildcards):
     return config["experiments"][wildcards.experiment]
+
+
+def variant_name(beta=None):
+    return "main" if beta is None else f"beta{beta:g}"
+
+
+def mask_settings(wildcards):
+    """The mask block for an architecture and variant (a beta sweep point overrides beta)."""
+    block = stage_settings(experiment_config(wildcards), wildcards.arch, "mask")
+    if wildcards.variant != "main":
+        block = {**block, "beta": float(wildcards.variant[len("beta"):])}
+    return block
 
 
 def settings_json(block):
@@ -50,29 +64,34 @@ def provenance(wildcards, stage):
         "data": exp.get("data", {}),
         "arch": exp["architectures"][wildcards.arch],
         "pretrain": stage_settings(exp, wildcards.arch, "pretrain"),
-        "mask": stage_settings(exp, wildcards.arch, "mask"),
     }
-    return {
+    columns = {
         "experiment": wildcards.experiment,
         "scale": config["scale"],
         "arch": wildcards.arch,
         "seed": int(wildcards.seed),
-        "config_hash": stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]}),
-        "code_version": CODE[stage],
     }
+    if stage != "pretrain":
+        blocks["mask"] = mask_settings(wildcards)
+        columns["variant"] = wildcards.variant
+        columns["beta"] = blocks["mask"]["beta"]
+    columns["config_hash"] = stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]})
+    columns["code_version"] = CODE[stage]
+    return columns
 
 
-def run_dirs(experiment):
+def run_dirs(experiment, variant="main", archs=None):
+    """Evaluation folders of a variant over architectures (default: the experiment's) and seeds."""
     exp = config["experiments"][experiment]
     return [
-        f"{RESULTS}/{experiment}/{arch}/seed{seed}"
-        for arch in exp["architectures"]
+        f"{RESULTS}/{experiment}/{arch}/seed{seed}/{variant}"
+        for arch in (archs or exp["architectures"])
         for seed in seeds(exp)
     ]
 
 
 def mask_files(wildcards):
-    base = f"{RESULTS}/{wildcards.experiment}/{wildcards.arch}/seed{wildcards.seed}"
+    base = f"{RESULTS}/{wildcards.experiment}/{wildcards.arch}/seed{wildcards.seed}/{wildcards.variant}"
     return {task: f"{base}/mask_{task}.pt" for task in MASK_TASKS[wildcards.experiment]}
 
 

@@ -6,7 +6,7 @@ rule evaluate:
         network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
     output:
         **{
-            table: f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/{table}.parquet"
+            table: f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/{table}.parquet"
             for table in ["accuracy", "confusion", "layers", "sharing"]
         },
     params:
@@ -17,7 +17,7 @@ rule evaluate:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/evaluate.log",
+        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/evaluate.log",
     conda:
         "../envs/modmask.yaml"
     script:

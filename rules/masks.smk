@@ -4,9 +4,9 @@ rule train_mask:
         data=f"{RESULTS}/data/{{experiment}}.parquet",
         network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
     output:
-        mask=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/mask_{{task}}.pt",
+        mask=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/mask_{{task}}.pt",
     params:
-        settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "mask")),
+        settings=lambda wc: settings_json(mask_settings(wc)),
         provenance=lambda wc: provenance(wc, "mask"),
         checkpoint=lambda wc, output: f"{output.mask}.ckpt",
         code=CODE["mask"],
@@ -14,7 +14,7 @@ rule train_mask:
     resources:
         gpu=1,
     log:
-        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/mask_{{task}}.log",
+        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/mask_{{task}}.log",
     conda:
         "../envs/modmask.yaml"
     script:

@@ -82,7 +82,7 @@ def test_every_job_wrote_a_log(workflow):
     logs = list((workflow / "results" / "smoke" / "logs").rglob("*.log"))
     # data + 2x2 pretrain + 2x2x3 masks + 2x2 evaluate + 4 collect + 2 figure rules
     assert len(logs) == 1 + 4 + 12 + 4 + 4 + 2
-    mask_log = (workflow / "results/smoke/logs/addmul/fnn/seed0/mask_add.log").read_text()
+    mask_log = (workflow / "results/smoke/logs/addmul/fnn/seed0/main/mask_add.log").read_text()
     assert "mask step 20/20" in mask_log
 
 
