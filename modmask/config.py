@@ -48,9 +48,20 @@ def seeds(block: dict) -> list[int]:
     return list(range(value)) if isinstance(value, int) else list(value)
 
 
+def all_architectures(experiment: dict) -> dict:
+    """The experiment's architectures plus the extra networks its sweeps train."""
+    return {**experiment["architectures"], **experiment.get("sweeps", {}).get("architectures", {})}
+
+
 def stage_settings(experiment: dict, arch: str, stage: str) -> dict:
     """The ``pretrain`` or ``mask`` block of an experiment with the architecture's overrides applied."""
-    return deep_merge(experiment[stage], experiment["architectures"][arch].get(stage, {}))
+    return deep_merge(experiment[stage], all_architectures(experiment)[arch].get(stage, {}))
+
+
+def sweep_mask_settings(experiment: dict, arch: str, beta: float) -> dict:
+    """Mask settings of a beta-sweep point: the architecture's, then ``sweeps.mask``, then this beta."""
+    block = deep_merge(stage_settings(experiment, arch, "mask"), experiment.get("sweeps", {}).get("mask", {}))
+    return {**block, "beta": float(beta)}
 
 
 def validate_config(config: dict, schema: dict | None = None) -> None:
@@ -63,17 +74,27 @@ def validate_config(config: dict, schema: dict | None = None) -> None:
             lines.append(f"config key {_key_path(error.absolute_path)}: {error.message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     for name, experiment in config.get("experiments", {}).items():
-        for arch in experiment["architectures"]:
+        architectures = all_architectures(experiment)
+        sweeps = experiment.get("sweeps", {})
+        for key in ("beta_architectures", "size_architectures"):
+            unknown = [a for a in sweeps.get(key, []) if a not in architectures]
+            if unknown:
+                raise ConfigError(f"config key experiments.{name}.sweeps.{key}: unknown architectures {unknown}; "
+                                  f"known: {sorted(architectures)}")
+        for arch in architectures:
             mask = stage_settings(experiment, arch, "mask")
             if mask["batch_size"] % mask["mask_samples"]:
                 raise ConfigError(
                     f"config key experiments.{name}.mask.batch_size: {mask['batch_size']} is not divisible by "
                     f"mask_samples {mask['mask_samples']} (architecture {arch}); each mask sample takes an equal "
                     f"chunk of the batch")
-            spec = experiment["architectures"][arch]
+            spec = architectures[arch]
             if spec["model"] == "fnn" and not isinstance(spec["hidden"], list):
                 raise ConfigError(f"config key experiments.{name}.architectures.{arch}.hidden: an fnn needs a list "
                                   f"of layer sizes, got {spec['hidden']!r}")
             if spec["model"] == "lstm" and not isinstance(spec["hidden"], int):
                 raise ConfigError(f"config key experiments.{name}.architectures.{arch}.hidden: an lstm needs one "
                                   f"hidden size, got {spec['hidden']!r}")
+            if spec.get("presentation") == "sequential" and spec.get("steps", 3) % 2:
+                raise ConfigError(f"config key experiments.{name}.architectures.{arch}.steps: a sequential LSTM "
+                                  f"shows each pair for half the steps, so steps must be even")

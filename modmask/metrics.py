@@ -75,3 +75,18 @@ def pairwise_table(masks: Mapping[str, BinaryMask]) -> pd.DataFrame:
             rows.append({"mask_a": first, "mask_b": second, "iou": iou(masks[first], masks[second]),
                          "iomin": iomin(masks[first], masks[second])})
     return pd.DataFrame(rows)
+
+
+def probability_histogram(masks: Mapping, bins: int = 100) -> pd.DataFrame:
+    """Histogram of sigmoid(logit) over all masked weights of each trained mask (paper Fig. 7)."""
+    import torch
+
+    rows = []
+    edges = torch.linspace(0, 1, bins + 1)
+    for mask_name, mask in masks.items():
+        values = torch.cat([torch.sigmoid(mask.logit(n).detach().float()).flatten().cpu() for n in mask.names])
+        counts = torch.histc(values, bins=bins, min=0.0, max=1.0)
+        for i in range(bins):
+            rows.append({"mask": mask_name, "bin_left": float(edges[i]), "bin_right": float(edges[i + 1]),
+                         "count": int(counts[i])})
+    return pd.DataFrame(rows)

@@ -11,7 +11,7 @@ from . import experiments, runtime
 from .devices import select_device
 from .io import load_torch, read_parquet, save_torch, write_parquet
 from .masks import MaskSelection, WeightMask
-from .metrics import sharing_table, weights_kept
+from .metrics import probability_histogram, sharing_table, weights_kept
 from .models import build_model, layer_label
 from .training import BatchSampler, TrainSettings, train_mask, train_network
 
@@ -61,7 +61,8 @@ def pretrain(experiment: str, arch_spec: dict, train_block: dict, data_path, see
     sampler = BatchSampler(exp.training_tensors(df, "all"), settings.batch_size, seed, device)
     log.info("pretraining %s (%d parameters) for %d steps", arch_spec, sum(p.numel() for p in model.parameters()),
              settings.steps)
-    history = train_network(model, sampler, exp.loss, settings, checkpoint_path=checkpoint_path,
+    history = train_network(model, sampler, experiments.loss_for(exp, "all"), settings,
+                            forward=experiments.forward_for(exp, arch_spec), checkpoint_path=checkpoint_path,
                             identity=str(provenance), log=log)
     save_torch({"format": NETWORK_FORMAT, "spec": arch_spec, "input_size": exp.INPUT_SIZE,
                 "output_size": exp.OUTPUT_SIZE, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -77,15 +78,18 @@ def train_task_mask(experiment: str, task: str, mask_block: dict, net_path, data
                     log: logging.Logger, provenance: dict, checkpoint_path=None) -> None:
     exp = experiments.get(experiment)
     df = read_parquet(data_path)
-    model, _ = load_network(net_path, device)
+    model, saved = load_network(net_path, device)
     for p in model.parameters():
         p.requires_grad_(False)
+    batch_dim, output_batch_dim = experiments.masked_batch_dims(exp, saved["spec"])
     settings = TrainSettings.from_config(mask_block)
     sampler = BatchSampler(exp.training_tensors(df, task), settings.batch_size, seed, device)
     mask = WeightMask.for_module(model, mask_selection(mask_block), settings.initial_logit)
     log.info("training mask for task %r: %d masked weights, K=%d, beta %g, %d steps", task, mask.numel(),
              settings.mask_samples, settings.beta, settings.steps)
-    mask, history = train_mask(model, sampler, exp.loss, settings, mask=mask, seed=seed,
+    mask, history = train_mask(model, sampler, experiments.loss_for(exp, task), settings, mask=mask, seed=seed,
+                               batch_dim=batch_dim, output_batch_dim=output_batch_dim,
+                               forward=experiments.forward_for(exp, saved["spec"]),
                                checkpoint_path=checkpoint_path, identity=str(provenance), log=log)
     save_torch({**mask.to_file_dict(), "history": history.rows, "provenance": provenance}, out_path)
 
@@ -99,14 +103,14 @@ def evaluate(experiment: str, net_path, mask_paths: dict, data_path, device, out
     """Writes the experiment's tables plus ``layers`` (weights kept) and ``sharing`` tables."""
     exp = experiments.get(experiment)
     df = read_parquet(data_path)
-    model, _ = load_network(net_path, device)
-    masks = {task: load_mask(path).binary() for task, path in mask_paths.items()}
+    model, saved = load_network(net_path, device)
+    logits = {task: load_mask(path) for task, path in mask_paths.items()}
+    masks = {task: mask.binary() for task, mask in logits.items()}
     labels = {n: layer_label(model, n) for n in next(iter(masks.values())).names}
-    tables = exp.evaluate(model, masks, df, device)
+    tables = exp.evaluate(model, masks, df, device, saved["spec"])
     tables["layers"] = weights_kept(masks, labels)
-    compared = {t: m for t, m in masks.items() if t in getattr(exp, "SHARING_TASKS", ())} or \
-        {t: m for t, m in masks.items() if t != "all"}
-    tables["sharing"] = sharing_table(compared, labels)
+    tables["sharing"] = sharing_table({t: masks[t] for t in exp.SHARING_TASKS}, labels)
+    tables["histogram"] = probability_histogram(logits)
     missing = set(out_paths) - set(tables)
     if missing:
         raise KeyError(f"evaluation produced no table for outputs {sorted(missing)}")

@@ -1,20 +1,26 @@
 # Helpers shared by the rules: config lookups, code versions for rerun triggers, job lists.
 import json
 
-from modmask.config import seeds, stage_settings
+from modmask import experiments
+
+from modmask.config import all_architectures, seeds, stage_settings, sweep_mask_settings
 from modmask.io import code_version, stable_hash
 
 EXPERIMENTS = list(config["experiments"])
-TABLES = {"addmul": ["accuracy", "confusion", "layers", "sharing"]}
-MASK_TASKS = {"addmul": ["all", "add", "mul"]}
+# Every experiment's evaluation writes the same tables (their columns differ by experiment).
+TABLES = ["accuracy", "confusion", "layers", "sharing", "histogram"]
 # Library modules each stage runs; editing one re-runs the stages that use it and no others.
 CODE = {
     "data": code_version("data", "experiments", "io", "pipeline"),
     "pretrain": code_version("models", "training", "data", "experiments", "io", "pipeline"),
     "mask": code_version("gumbel", "masks", "masked_model", "models", "training", "data", "experiments", "io", "pipeline"),
     "evaluate": code_version("masks", "masked_model", "metrics", "models", "data", "experiments", "io", "pipeline"),
-    "figures": code_version("plotting", "io"),
 }
+
+
+def figure_code(plot_module):
+    """Code version of one figure rule: its plotting module and what that imports."""
+    return code_version(f"plotting.{plot_module}", "plotting.common", "metrics", "io")
 
 
 wildcard_constraints:
@@ -35,11 +41,21 @@ def variant_name(beta=None):
 
 
 def mask_settings(wildcards):
-    """The mask block for an architecture and variant (a beta sweep point overrides beta)."""
-    block = stage_settings(experiment_config(wildcards), wildcards.arch, "mask")
-    if wildcards.variant != "main":
-        block = {**block, "beta": float(wildcards.variant[len("beta"):])}
-    return block
+    """The mask block for an architecture and variant (a beta sweep point: sweeps.mask and its beta)."""
+    exp = experiment_config(wildcards)
+    if wildcards.variant == "main":
+        return stage_settings(exp, wildcards.arch, "mask")
+    return sweep_mask_settings(exp, wildcards.arch, float(wildcards.variant[len("beta"):]))
+
+
+def architecture_spec(wildcards):
+    return all_architectures(experiment_config(wildcards))[wildcards.arch]
+
+
+def variant_tasks(wildcards):
+    """Main runs train every mask task; sweep points only the masks compared for sharing."""
+    exp = experiments.get(wildcards.experiment)
+    return list(exp.MASK_TASKS if wildcards.variant == "main" else exp.SHARING_TASKS)
 
 
 def settings_json(block):
@@ -62,7 +78,7 @@ def provenance(wildcards, stage):
     exp = experiment_config(wildcards)
     blocks = {
         "data": exp.get("data", {}),
-        "arch": exp["architectures"][wildcards.arch],
+        "arch": architecture_spec(wildcards),
         "pretrain": stage_settings(exp, wildcards.arch, "pretrain"),
     }
     columns = {
@@ -80,23 +96,44 @@ def provenance(wildcards, stage):
     return columns
 
 
-def run_dirs(experiment, variant="main", archs=None):
-    """Evaluation folders of a variant over architectures (default: the experiment's) and seeds."""
+def run_dirs(experiment):
+    """Evaluation folders of an experiment's main runs: its architectures and seeds."""
     exp = config["experiments"][experiment]
     return [
-        f"{RESULTS}/{experiment}/{arch}/seed{seed}/{variant}"
-        for arch in (archs or exp["architectures"])
+        f"{RESULTS}/{experiment}/{arch}/seed{seed}/main"
+        for arch in exp["architectures"]
         for seed in seeds(exp)
     ]
 
 
 def mask_files(wildcards):
     base = f"{RESULTS}/{wildcards.experiment}/{wildcards.arch}/seed{wildcards.seed}/{wildcards.variant}"
-    return {task: f"{base}/mask_{task}.pt" for task in MASK_TASKS[wildcards.experiment]}
+    return {task: f"{base}/mask_{task}.pt" for task in variant_tasks(wildcards)}
 
 
 def seed_tables(experiment):
     return {
         table: [f"{d}/{table}.parquet" for d in run_dirs(experiment)]
-        for table in TABLES[experiment]
+        for table in TABLES
     }
+
+
+def sweep_run_dirs(experiment):
+    """Evaluation folders of an experiment's sweeps: beta points and network sizes."""
+    sweeps = config["experiments"][experiment]["sweeps"]
+    base = f"{RESULTS}/{experiment}"
+    dirs = [
+        f"{base}/{arch}/seed{seed}/{variant_name(beta)}"
+        for arch in sweeps["beta_architectures"]
+        for seed in seeds(sweeps)
+        for beta in sweeps["beta"]
+    ]
+    dirs += [
+        f"{base}/{arch}/seed{seed}/main"
+        for arch in sweeps["size_architectures"]
+        for seed in seeds(sweeps)
+    ]
+    return dirs
+
+
+SWEEP_EXPERIMENTS = [e for e in EXPERIMENTS if "sweeps" in config["experiments"][e]]

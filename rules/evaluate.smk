@@ -7,10 +7,10 @@ rule evaluate:
     output:
         **{
             table: f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/{table}.parquet"
-            for table in ["accuracy", "confusion", "layers", "sharing"]
+            for table in TABLES
         },
     params:
-        tasks=lambda wc: MASK_TASKS[wc.experiment],
+        tasks=variant_tasks,
         provenance=lambda wc: provenance(wc, "evaluate"),
         code=CODE["evaluate"],
     threads: config["threads"]
@@ -31,9 +31,25 @@ rule collect_table:
     output:
         f"{RESULTS}/{{experiment}}/{{table}}.parquet",
     wildcard_constraints:
-        table="accuracy|confusion|layers|sharing",
+        table="|".join(TABLES),
     log:
         f"{RESULTS}/logs/{{experiment}}/collect_{{table}}.log",
+    conda:
+        "../envs/modmask.yaml"
+    script:
+        "../scripts/collect_table.py"
+
+
+rule collect_sweep_table:
+    """One tidy table over an experiment's sweep points (beta values, network sizes) and seeds."""
+    input:
+        lambda wc: [f"{d}/{wc.table}.parquet" for d in sweep_run_dirs(wc.experiment)],
+    output:
+        f"{RESULTS}/{{experiment}}/sweeps/{{table}}.parquet",
+    wildcard_constraints:
+        table="|".join(TABLES),
+    log:
+        f"{RESULTS}/logs/{{experiment}}/collect_sweeps_{{table}}.log",
     conda:
         "../envs/modmask.yaml"
     script:

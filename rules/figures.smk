@@ -1,24 +1,59 @@
-rule figures_addmul:
-    """Paper Fig. 1, 10, 11, 12 from the add/mul tables (PDF and PNG)."""
+rule figures_experiment:
+    """An experiment's figures (add/mul: paper Fig. 1, 10-12; double addition: Fig. 2, 13, 14),
+    PDF and PNG, from its Parquet tables alone."""
     input:
-        **{table: f"{RESULTS}/addmul/{table}.parquet" for table in TABLES["addmul"]},
+        **{table: f"{RESULTS}/{{experiment}}/{table}.parquet" for table in TABLES},
     output:
-        directory(f"{FIGURES}/addmul"),
+        directory(f"{FIGURES}/{{experiment}}"),
     params:
         scale=config["scale"],
-        code=CODE["figures"],
+        code=lambda wc: figure_code(wc.experiment),
     log:
-        f"{RESULTS}/logs/figures/addmul.log",
+        f"{RESULTS}/logs/figures/{{experiment}}.log",
     conda:
         "../envs/modmask.yaml"
     script:
-        "../scripts/figures_addmul.py"
+        "../scripts/figures_experiment.py"
+
+
+rule figures_sweeps:
+    """Paper Fig. 8 (sharing and accuracy vs beta) and Fig. 9 (sharing vs network size)."""
+    input:
+        **{table: f"{RESULTS}/addmul/sweeps/{table}.parquet" for table in ["accuracy", "sharing", "layers"]},
+    output:
+        directory(f"{FIGURES}/sweeps"),
+    params:
+        code=figure_code("sweeps"),
+    log:
+        f"{RESULTS}/logs/figures/sweeps.log",
+    conda:
+        "../envs/modmask.yaml"
+    script:
+        "../scripts/figures_sweeps.py"
+
+
+rule figures_histogram:
+    """Paper Fig. 7: distribution of the mask probabilities after training, per experiment."""
+    input:
+        [f"{RESULTS}/{experiment}/histogram.parquet" for experiment in EXPERIMENTS],
+    output:
+        directory(f"{FIGURES}/histogram"),
+    params:
+        code=figure_code("histogram"),
+    log:
+        f"{RESULTS}/logs/figures/histogram.log",
+    conda:
+        "../envs/modmask.yaml"
+    script:
+        "../scripts/figures_histogram.py"
 
 
 rule figures_all:
     """Every figure of the chosen scale; the output lists them."""
     input:
         [f"{FIGURES}/{experiment}" for experiment in EXPERIMENTS],
+        [f"{FIGURES}/sweeps"] if "addmul" in SWEEP_EXPERIMENTS else [],
+        f"{FIGURES}/histogram",
     output:
         f"{FIGURES}/all",
     log:

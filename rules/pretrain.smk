@@ -5,7 +5,7 @@ rule pretrain:
     output:
         network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
     params:
-        arch=lambda wc: settings_json(experiment_config(wc)["architectures"][wc.arch]),
+        arch=lambda wc: settings_json(architecture_spec(wc)),
         settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "pretrain")),
         provenance=lambda wc: provenance(wc, "pretrain"),
         checkpoint=lambda wc, output: f"{output.network}.ckpt",

@@ -45,17 +45,30 @@ def workflow(tmp_path_factory) -> Path:
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, workdir / name)
-    snakemake(workdir, "figures/all")
+    first = snakemake(workdir, "figures/all")
+    (workdir / "first_run.txt").write_text(first.stdout + first.stderr)
     return workdir
 
 
-def test_smoke_run_builds_every_addmul_figure(workflow):
-    figures = sorted(p.name for p in (workflow / "figures" / "addmul").iterdir() if not p.name.startswith("."))
-    stems = ["fig01_sharing_per_layer", "fig10_accuracy_masks_inverted", "fig11_weights_per_layer",
-             "fig12_operation_confusion"]
-    assert figures == sorted(f"{s}.{ext}" for s in stems for ext in ("pdf", "png"))
+FIGURES = {
+    "addmul": ["fig01_sharing_per_layer", "fig10_accuracy_masks_inverted", "fig11_weights_per_layer",
+               "fig12_operation_confusion"],
+    "double_add": ["fig02_accuracy_masks_inverted", "fig13_sharing_per_layer", "fig14_lstm_one_pair_at_a_time"],
+    "sweeps": ["fig08_beta_sensitivity", "fig09_network_size"],
+    "histogram": ["fig07_mask_probability_histogram"],
+}
+
+
+@pytest.mark.parametrize("folder", sorted(FIGURES))
+def test_smoke_run_builds_every_figure(workflow, folder):
+    figures = sorted(p.name for p in (workflow / "figures" / folder).iterdir() if not p.name.startswith("."))
+    assert figures == sorted(f"{s}.{ext}" for s in FIGURES[folder] for ext in ("pdf", "png"))
+
+
+def test_figure_index_lists_every_figure(workflow):
     listed = (workflow / "figures" / "all").read_text().split()
-    assert len(listed) == 8 and all((workflow / p).stat().st_size > 1000 for p in listed)
+    assert len(listed) == 2 * sum(len(v) for v in FIGURES.values())
+    assert all((workflow / p).stat().st_size > 1000 for p in listed)
 
 
 def test_tables_are_tidy_with_provenance(workflow):
@@ -80,8 +93,8 @@ def test_tables_are_tidy_with_provenance(workflow):
 
 def test_every_job_wrote_a_log(workflow):
     logs = list((workflow / "results" / "smoke" / "logs").rglob("*.log"))
-    # data + 2x2 pretrain + 2x2x3 masks + 2x2 evaluate + 4 collect + 2 figure rules
-    assert len(logs) == 1 + 4 + 12 + 4 + 4 + 2
+    jobs = int(re.findall(r"(\d+) of \1 steps \(100%\) done", (workflow / "first_run.txt").read_text())[-1])
+    assert len(logs) == jobs
     mask_log = (workflow / "results/smoke/logs/addmul/fnn/seed0/main/mask_add.log").read_text()
     assert "mask step 20/20" in mask_log
 
@@ -96,7 +109,9 @@ def test_changing_mask_setting_reruns_only_masks_and_downstream(workflow, tmp_pa
     override.write_text("experiments:\n  addmul:\n    mask:\n      beta: 2.0e-4\n")
     result = snakemake(workflow, "figures/all", "--dry-run", extra_config=override)
     jobs = planned_jobs(result)
-    assert jobs.get("train_mask") == 12 and jobs.get("evaluate") == 4
+    # main runs: 2 archs x 2 seeds x 3 tasks; size sweep: small and medium x 1 seed x 3 tasks.
+    # The beta-sweep masks set their own beta, so they do not change.
+    assert jobs.get("train_mask") == 12 + 6 and jobs.get("evaluate") == 4 + 2
     assert "pretrain" not in jobs and "generate_data" not in jobs
 
 
@@ -106,7 +121,7 @@ def test_changing_plotting_code_reruns_only_figures(workflow):
     try:
         plotting.write_text(original + "\n# an edit\n")
         jobs = planned_jobs(snakemake(workflow, "figures/all", "--dry-run"))
-        assert jobs == {"figures_addmul": 1, "figures_all": 1}
+        assert jobs == {"figures_experiment": 1, "figures_all": 1}, jobs
     finally:
         plotting.write_text(original)
 
@@ -123,3 +138,19 @@ def test_lint_is_clean():
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_beta_sweep_reuses_networks_and_double_add_tables(workflow):
+    results = workflow / "results" / "smoke"
+    sweep = pd.read_parquet(results / "addmul" / "sweeps" / "sharing.parquet")
+    assert set(sweep["beta"]) == {1e-5, 1e-3, 1e-4}  # two sweep points + the size sweep's main beta
+    # one network per (arch, seed): the beta points have no network of their own
+    assert not list(results.glob("addmul/*/seed*/beta*/network.pt"))
+    assert sorted(p.name for p in (results / "addmul/fnn/seed0/beta1e-05").glob("mask_*.pt")) == \
+        ["mask_add.pt", "mask_mul.pt"]
+    accuracy = pd.read_parquet(results / "double_add" / "accuracy.parquet")
+    assert set(accuracy["arch"]) == {"fnn", "lstm", "lstm_seq"} and set(accuracy["pair"]) == {1, 2}
+    histogram = pd.read_parquet(results / "addmul" / "histogram.parquet")
+    per_mask = histogram.groupby(["arch", "seed", "mask"])["count"].sum()
+    fnn_weights = 42 * 32 + 32 * 32 + 32 * 20
+    assert set(per_mask.xs("fnn", level="arch")) == {fnn_weights}

@@ -14,6 +14,7 @@ NAME = "addmul"
 INPUT_SIZE = data.INPUT_SIZE
 OUTPUT_SIZE = data.OUTPUT_SIZE
 MASK_TASKS = ("all", "add", "mul")
+SHARING_TASKS = ("add", "mul")
 OPERATIONS = data.OPERATIONS
 OUTCOMES = ("add_result", "mul_result", "neither")
 loss = digit_loss
@@ -37,7 +38,8 @@ def predict(model: nn.Module, mask: BinaryMask | None, x: torch.Tensor, device, 
     return torch.cat(outs)
 
 
-def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device) -> dict[str, pd.DataFrame]:
+def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device,
+             spec: dict | None = None) -> dict[str, pd.DataFrame]:
     """Accuracy per operation and split for no mask, each mask and each inverted mask; operation confusion.
 
     Confusion: for each requested operation, the share of answers equal to the addition result,

@@ -8,43 +8,25 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import TOTAL
-from .common import COLORS, arch_name, grouped_bars, mean_std, provenance_text, save_figure
+from .common import (arch_name, condition_panel, grouped_bars, layer_order, mean_std, panels, provenance_text,
+                     save_figure, sharing_panel)
 
 OP_NAMES = {"add": "addition", "mul": "multiplication", "all": "full task (control)", "none": "no mask"}
+MAIN_ARCHS = ("fnn", "lstm")
 
 
 def _archs(df: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(df["arch"]))
-
-
-def _layer_order(df: pd.DataFrame) -> list[tuple[str, str]]:
-    layers = df.drop_duplicates("layer").sort_values("layer_index")
-    return [(row.layer, "all layers" if row.layer == TOTAL else row.layer_label) for row in layers.itertuples()]
-
-
-def _panels(n: int, width: float = 4.2, height: float = 3.0):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, axes[0]
+    present = list(dict.fromkeys(df["arch"]))
+    return [a for a in MAIN_ARCHS if a in present] or present
 
 
 def fig1_sharing(sharing: pd.DataFrame):
     """Shared fraction per layer of the addition and multiplication masks (paper Fig. 1)."""
     archs = _archs(sharing)
-    fig, axes = _panels(len(archs))
+    fig, axes = panels(len(archs))
     for ax, arch in zip(axes, archs):
-        df = sharing[sharing["arch"] == arch]
-        layers = _layer_order(df)
-        stats = mean_std(df, ["mask", "layer"], "shared_fraction").set_index(["mask", "layer"])
-        series = {}
-        for mask in ("add", "mul"):
-            mean = np.array([stats.loc[(mask, layer), "mean"] for layer, _ in layers])
-            std = np.array([stats.loc[(mask, layer), "std"] for layer, _ in layers])
-            series[f"{OP_NAMES[mask]} mask"] = (mean, std)
-        grouped_bars(ax, [label for _, label in layers], series, "weights shared with the other task", percent=True,
-                     annotate=True)
+        sharing_panel(ax, sharing[sharing["arch"] == arch], {m: f"{OP_NAMES[m]} mask" for m in ("add", "mul")})
         ax.set_title(f"{arch_name(arch)}: sharing between operations")
-        ax.set_ylim(0, 105)
-        ax.tick_params(axis="x", labelsize=7)
     axes[0].legend(loc="upper center")
     fig.suptitle("Fig. 1: share of each operation's weights also used by the other operation", fontsize=10)
     fig.tight_layout()
@@ -59,46 +41,41 @@ ACCURACY_CONDITIONS = [("none", False, "no mask"), ("all", False, "full-task\nma
 def fig10_accuracy(accuracy: pd.DataFrame, split: str = "train"):
     """Accuracy on each operation with each mask and inverted mask (paper Fig. 10)."""
     archs = _archs(accuracy)
-    fig, axes = _panels(len(archs), width=5.0)
+    fig, axes = panels(len(archs), width=5.0)
     df_all = accuracy[accuracy["split"] == split]
     for ax, arch in zip(axes, archs):
-        df = df_all[df_all["arch"] == arch]
-        stats = mean_std(df, ["mask", "inverted", "operation"], "accuracy").set_index(["mask", "inverted", "operation"])
-        series = {}
-        for op in ("add", "mul"):
-            mean = np.array([stats.loc[(m, inv, op), "mean"] for m, inv, _ in ACCURACY_CONDITIONS])
-            std = np.array([stats.loc[(m, inv, op), "std"] for m, inv, _ in ACCURACY_CONDITIONS])
-            series[f"accuracy on {OP_NAMES[op]}"] = (mean, std)
-        grouped_bars(ax, [label for *_, label in ACCURACY_CONDITIONS], series, "accuracy", percent=True)
-        ax.set_ylim(0, 105)
+        condition_panel(ax, df_all[df_all["arch"] == arch], ACCURACY_CONDITIONS, "operation",
+                        {op: f"accuracy on {OP_NAMES[op]}" for op in ("add", "mul")})
         ax.set_title(f"{arch_name(arch)}")
-        ax.tick_params(axis="x", labelsize=7)
     axes[0].legend(loc="upper right")
     fig.suptitle("Fig. 10: accuracy with each mask and its inverse", fontsize=10)
     fig.tight_layout()
     return fig
 
 
+def mul_add_ratio(layers: pd.DataFrame, arch: str) -> pd.Series:
+    """Per seed: weights kept by the multiplication mask / by the addition mask."""
+    totals = layers[(layers["arch"] == arch) & (layers["layer"] == TOTAL)]
+    per_seed = totals.pivot_table(index="seed", columns="mask", values="kept")
+    return per_seed["mul"] / per_seed["add"]
+
+
 def fig11_weights(layers: pd.DataFrame):
     """Weights kept per layer by the addition and multiplication masks (paper Fig. 11)."""
     archs = _archs(layers)
-    fig, axes = _panels(len(archs))
+    fig, axes = panels(len(archs))
     for ax, arch in zip(axes, archs):
         df = layers[(layers["arch"] == arch) & (layers["layer"] != TOTAL)]
-        order = _layer_order(df)
+        order = layer_order(df)
         stats = mean_std(df, ["mask", "layer"], "kept").set_index(["mask", "layer"])
-        series = {}
-        for mask in ("add", "mul"):
-            mean = np.array([stats.loc[(mask, layer), "mean"] for layer, _ in order])
-            std = np.array([stats.loc[(mask, layer), "std"] for layer, _ in order])
-            series[f"{OP_NAMES[mask]} mask"] = (mean, std)
+        series = {f"{OP_NAMES[m]} mask": (np.array([stats.loc[(m, layer), "mean"] for layer, _ in order]),
+                                          np.array([stats.loc[(m, layer), "std"] for layer, _ in order]))
+                  for m in ("add", "mul")}
         grouped_bars(ax, [label for _, label in order], series, "weights kept")
         ax.set_yscale("log")
-        totals = layers[(layers["arch"] == arch) & (layers["layer"] == TOTAL)]
-        per_seed = totals.pivot_table(index="seed", columns="mask", values="kept")
-        ratio = (per_seed["mul"] / per_seed["add"])
-        ax.set_title(f"{arch_name(arch)}: mul keeps {ratio.mean():.2f}× (± {ratio.std(ddof=1) if len(ratio) > 1 else 0:.2f}) "
-                     f"the weights of add", fontsize=9)
+        ratio = mul_add_ratio(layers, arch)
+        spread = ratio.std(ddof=1) if len(ratio) > 1 else 0.0
+        ax.set_title(f"{arch_name(arch)}: mul keeps {ratio.mean():.2f}× (± {spread:.2f}) the weights of add", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
     axes[0].legend(loc="upper right")
     fig.suptitle("Fig. 11: weights used by each operation, per layer", fontsize=10)

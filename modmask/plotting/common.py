@@ -61,7 +61,8 @@ def provenance_text(*tables: pd.DataFrame) -> str:
     if "scale" in df:
         parts.append("scale " + ",".join(sorted(df["scale"].astype(str).unique())))
     if "seed" in df:
-        parts.append(f"{df['seed'].nunique()} seeds (mean ± std)")
+        n = df["seed"].nunique()
+        parts.append(f"{n} seed{'s' if n != 1 else ''} (mean ± std)")
     if "config_hash" in df:
         parts.append("config " + ",".join(sorted(df["config_hash"].astype(str).unique())[:3]))
     if "code_version" in df:
@@ -82,3 +83,38 @@ def save_figure(fig, out_dir: str | Path, stem: str, footer: str | None = None) 
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def layer_order(df: pd.DataFrame, total_label: str = "all layers") -> list[tuple[str, str]]:
+    """(layer, label) pairs in network order; the ``total`` row last."""
+    layers = df.drop_duplicates("layer").sort_values("layer_index")
+    return [(row.layer, total_label if row.layer == "total" else row.layer_label) for row in layers.itertuples()]
+
+
+def panels(n: int, width: float = 4.2, height: float = 3.0):
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, axes[0]
+
+
+def sharing_panel(ax, sharing: pd.DataFrame, masks: dict[str, str]):
+    """Bars of the shared fraction per layer for each mask (``masks``: name -> legend label)."""
+    layers = layer_order(sharing)
+    stats = mean_std(sharing, ["mask", "layer"], "shared_fraction").set_index(["mask", "layer"])
+    series = {label: (np.array([stats.loc[(mask, layer), "mean"] for layer, _ in layers]),
+                      np.array([stats.loc[(mask, layer), "std"] for layer, _ in layers]))
+              for mask, label in masks.items()}
+    grouped_bars(ax, [label for _, label in layers], series, "weights shared", percent=True, annotate=True)
+    ax.set_ylim(0, 110)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def condition_panel(ax, table: pd.DataFrame, conditions: list[tuple[str, bool, str]], key: str,
+                    series: dict, value: str = "accuracy"):
+    """Bars of ``value`` for each (mask, inverted) condition, one colour per ``key`` value."""
+    stats = mean_std(table, ["mask", "inverted", key], value).set_index(["mask", "inverted", key])
+    bars = {label: (np.array([stats.loc[(m, inv, k), "mean"] for m, inv, _ in conditions]),
+                    np.array([stats.loc[(m, inv, k), "std"] for m, inv, _ in conditions]))
+            for k, label in series.items()}
+    grouped_bars(ax, [label for *_, label in conditions], bars, value, percent=True)
+    ax.set_ylim(0, 105)
+    ax.tick_params(axis="x", labelsize=7)

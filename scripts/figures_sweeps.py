@@ -1,9 +1,9 @@
-"""Rule figures_addmul: paper Fig. 1, 10, 11, 12 from Parquet tables alone."""
+"""Rule figures_sweeps: paper Fig. 8 and 9 from the sweep tables alone."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
 from modmask.io import read_parquet  # noqa: E402
-from modmask.plotting.addmul import build_all  # noqa: E402
+from modmask.plotting.sweeps import build_all  # noqa: E402
 from modmask.runtime import get_logger  # noqa: E402
 
 log = get_logger("modmask", snakemake.log[0])
