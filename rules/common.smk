@@ -119,21 +119,18 @@ def seed_tables(experiment):
 
 
 def sweep_run_dirs(experiment):
-    """Evaluation folders of an experiment's sweeps: beta points and network sizes."""
-    sweeps = config["experiments"][experiment]["sweeps"]
+    """Evaluation folders of an experiment's sweeps: beta points, and network sizes at the main beta.
+
+    Both are beta-sweep variants (only the masks compared for sharing, ``sweeps.mask`` settings),
+    so a size-sweep point of an architecture that is also beta-swept is the same job.
+    """
+    exp = config["experiments"][experiment]
+    sweeps = exp["sweeps"]
     base = f"{RESULTS}/{experiment}"
-    dirs = [
-        f"{base}/{arch}/seed{seed}/{variant_name(beta)}"
-        for arch in sweeps["beta_architectures"]
-        for seed in seeds(sweeps)
-        for beta in sweeps["beta"]
-    ]
-    dirs += [
-        f"{base}/{arch}/seed{seed}/main"
-        for arch in sweeps["size_architectures"]
-        for seed in seeds(sweeps)
-    ]
-    return dirs
+    points = [(arch, beta) for arch in sweeps["beta_architectures"] for beta in sweeps["beta"]]
+    points += [(arch, stage_settings(exp, arch, "mask")["beta"]) for arch in sweeps["size_architectures"]]
+    dirs = [f"{base}/{arch}/seed{seed}/{variant_name(float(beta))}" for arch, beta in points for seed in seeds(sweeps)]
+    return list(dict.fromkeys(dirs))
 
 
 SWEEP_EXPERIMENTS = [e for e in EXPERIMENTS if "sweeps" in config["experiments"][e]]

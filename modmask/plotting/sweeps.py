@@ -13,7 +13,18 @@ OP_NAMES = {"add": "addition", "mul": "multiplication"}
 
 
 def _beta_rows(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["variant"] != "main"]
+    """Rows of architectures swept over several beta values."""
+    swept = df.groupby("arch")["beta"].nunique()
+    return df[df["arch"].isin(swept[swept > 1].index)]
+
+
+def _size_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows at the beta that every architecture was trained with (the size sweep)."""
+    common = set.intersection(*(set(g) for _, g in df.groupby("arch")["beta"]))
+    if not common:
+        raise ValueError("no beta value is shared by all swept architectures; cannot compare sizes")
+    beta = sorted(common)[len(common) // 2]
+    return df[df["beta"] == beta]
 
 
 def _network_sizes(layers: pd.DataFrame) -> dict[str, int]:
@@ -61,7 +72,9 @@ def fig8_beta(sharing: pd.DataFrame, accuracy: pd.DataFrame, layers: pd.DataFram
 
 
 def fig9_size(sharing: pd.DataFrame, layers: pd.DataFrame):
-    sharing = sharing[(sharing["variant"] == "main") & (sharing["layer"] == TOTAL)]
+    sharing = _size_rows(sharing)
+    beta = sharing["beta"].iloc[0]
+    sharing = sharing[sharing["layer"] == TOTAL]
     sizes = _network_sizes(layers)
     archs = sorted(set(sharing["arch"]), key=lambda a: sizes.get(a, 0))
     fig, axes = panels(1, width=5.0)
@@ -75,7 +88,7 @@ def fig9_size(sharing: pd.DataFrame, layers: pd.DataFrame):
     axes[0].set_ylim(0, 105)
     axes[0].tick_params(axis="x", labelsize=7)
     axes[0].legend(loc="upper right")
-    fig.suptitle("Fig. 9: sharing between addition and multiplication vs network size", fontsize=10)
+    fig.suptitle(f"Fig. 9: sharing between addition and multiplication vs network size (β = {beta:g})", fontsize=10)
     fig.tight_layout()
     return fig
 
