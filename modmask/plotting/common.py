@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 
 COLORS = ["#3b75af", "#ef8636", "#519e3e", "#c53a32", "#8d69b8", "#84584e", "#d57dbf", "#7f7f7f"]
-ARCH_NAMES = {"fnn": "FNN", "lstm": "LSTM"}
+ARCH_NAMES = {"fnn": "FNN", "lstm": "LSTM", "lstm_seq": "LSTM (one pair at a time)"}
 
 plt.rcParams.update({
     "figure.dpi": 110, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,

@@ -29,6 +29,8 @@ def fig7_histogram(histogram: pd.DataFrame):
         axes[0][col].set_title(f"{EXPERIMENT_NAMES.get(experiment, experiment)}, {arch_name(arch)}", fontsize=9)
         axes[1][col].bar(left, np.where(share > 0, share * 100, np.nan), width, align="edge", color=color)
         axes[1][col].set_yscale("log")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xlim(0, 1)
         axes[1][col].set_xlabel("sigmoid(logit)")
         middle = share[(left >= 0.1) & (left < 0.9)].sum() * 100
         axes[1][col].text(0.5, 0.9, f"{middle:.2f}% in [0.1, 0.9)", transform=axes[1][col].transAxes,
