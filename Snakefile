@@ -1,7 +1,8 @@
 # Are Neural Nets Modular? -- the paper's experiments as one workflow.
-#   snakemake --cores 8 --resources gpu=2 figures/all                          (paper scale)
-#   snakemake --cores 2 --configfile config/quick.yaml figures/all             (quick, CPU)
-#   snakemake --cores 2 --configfile config/smoke.yaml figures/all             (smoke, tests)
+#   snakemake figures/all --cores 8 --resources gpu=2                          (paper scale)
+#   snakemake figures/all --cores 2 --configfile config/quick.yaml             (quick, CPU)
+#   snakemake figures/all --cores 2 --configfile config/smoke.yaml             (smoke, tests)
+# Targets go first: --resources and --configfile take several values.
 from modmask.config import validate_config
 
 
