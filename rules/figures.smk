@@ -48,12 +48,30 @@ rule figures_histogram:
         "../scripts/figures_histogram.py"
 
 
+rule summary:
+    """The paper's findings beside ours, as a Markdown table computed from the Parquet tables."""
+    input:
+        [f"{RESULTS}/{experiment}/{table}.parquet" for experiment in EXPERIMENTS for table in TABLES],
+        [f"{RESULTS}/{e}/sweeps/{t}.parquet" for e in SWEEP_EXPERIMENTS for t in ["sharing", "layers"]],
+    output:
+        f"{RESULTS}/summary.md",
+    params:
+        code=code_version("summary", "metrics"),
+    log:
+        f"{RESULTS}/logs/summary.log",
+    conda:
+        "../envs/modmask.yaml"
+    script:
+        "../scripts/summary.py"
+
+
 rule figures_all:
     """Every figure of the chosen scale; the output lists them."""
     input:
         [f"{FIGURES}/{experiment}" for experiment in EXPERIMENTS],
         [f"{FIGURES}/sweeps"] if "addmul" in SWEEP_EXPERIMENTS else [],
         f"{FIGURES}/histogram",
+        f"{RESULTS}/summary.md",
     output:
         f"{FIGURES}/all",
     log:

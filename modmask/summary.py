@@ -1,0 +1,122 @@
+"""The paper's headline findings beside ours, computed from the Parquet tables alone (Markdown)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .metrics import TOTAL
+
+
+def _ms(values: pd.Series, percent: bool = False, digits: int = 1) -> str:
+    scale = 100.0 if percent else 1.0
+    mean = values.mean() * scale
+    std = (values.std(ddof=1) if len(values) > 1 else 0.0) * scale
+    unit = "%" if percent else ""
+    return f"{mean:.{digits}f}{unit} ± {std:.{digits}f}{unit}"
+
+
+def addmul_rows(results: Path) -> list[tuple[str, str, str]]:
+    layers = pd.read_parquet(results / "addmul" / "layers.parquet")
+    sharing = pd.read_parquet(results / "addmul" / "sharing.parquet")
+    accuracy = pd.read_parquet(results / "addmul" / "accuracy.parquet")
+    confusion = pd.read_parquet(results / "addmul" / "confusion.parquet")
+    rows = []
+    for arch in dict.fromkeys(layers["arch"]):
+        name = arch.upper()
+        totals = layers[(layers["arch"] == arch) & (layers["layer"] == TOTAL)].pivot_table(
+            index="seed", columns="mask", values="kept")
+        rows.append((f"add/mul {name}: weights kept by the mul mask / by the add mask",
+                     "3.8× (FNN)" if arch == "fnn" else "—", _ms(totals["mul"] / totals["add"], digits=2) + "×"))
+        share = sharing[sharing["arch"] == arch]
+        order = share[share["layer"] != TOTAL].drop_duplicates("layer").sort_values("layer_index")["layer"].tolist()
+        first, last, hidden = order[0], order[-1], order[1:-1]
+        for mask in ("add", "mul"):
+            s = share[share["mask"] == mask]
+            per = s.pivot_table(index="seed", columns="layer", values="shared_fraction")
+            rows.append((f"add/mul {name}: shared fraction of the {mask} mask, input / hidden (mean) / output layer",
+                         "input and output layers share more than hidden layers",
+                         f"{_ms(per[first], True, 0)} / {_ms(per[hidden].mean(axis=1), True, 0)} / "
+                         f"{_ms(per[last], True, 0)}"))
+        acc = accuracy[(accuracy["arch"] == arch) & (accuracy["split"] == "train")]
+        pivot = acc.pivot_table(index="seed", columns=["mask", "inverted", "operation"], values="accuracy")
+        rows.append((f"add/mul {name}: accuracy without mask, add / mul", "~100%",
+                     f"{_ms(pivot[('none', False, 'add')], True)} / {_ms(pivot[('none', False, 'mul')], True)}"))
+        rows.append((f"add/mul {name}: add mask, accuracy on add / on mul", "high / low",
+                     f"{_ms(pivot[('add', False, 'add')], True)} / {_ms(pivot[('add', False, 'mul')], True)}"))
+        rows.append((f"add/mul {name}: mul mask, accuracy on add / on mul", "low / high",
+                     f"{_ms(pivot[('mul', False, 'add')], True)} / {_ms(pivot[('mul', False, 'mul')], True)}"))
+        conf = confusion[(confusion["arch"] == arch) & (confusion["mask"] == "add") & (~confusion["inverted"])
+                         & (confusion["operation"] == "mul")].pivot_table(index="seed", columns="outcome",
+                                                                           values="fraction")
+        paper = "FNN adds (Fig. 12)" if arch == "fnn" else "LSTM gives invalid answers (Fig. 12)"
+        rows.append((f"add/mul {name}: add mask asked to multiply, answer = add result / mul result / neither", paper,
+                     f"{_ms(conf['add_result'], True, 0)} / {_ms(conf['mul_result'], True, 0)} / "
+                     f"{_ms(conf['neither'], True, 0)}"))
+    return rows
+
+
+def double_add_rows(results: Path) -> list[tuple[str, str, str]]:
+    accuracy = pd.read_parquet(results / "double_add" / "accuracy.parquet")
+    sharing = pd.read_parquet(results / "double_add" / "sharing.parquet")
+    addmul_sharing = pd.read_parquet(results / "addmul" / "sharing.parquet")
+    rows = []
+    for arch in dict.fromkeys(accuracy["arch"]):
+        pivot = accuracy[accuracy["arch"] == arch].pivot_table(index="seed", columns=["mask", "inverted", "pair"],
+                                                               values="accuracy")
+        rows.append((f"double add {arch}: accuracy without mask, pair 1 / pair 2", "~100%",
+                     f"{_ms(pivot[('none', False, 1)], True)} / {_ms(pivot[('none', False, 2)], True)}"))
+        rows.append((f"double add {arch}: pair-1 mask inverted, accuracy on pair 1 / pair 2",
+                     "pair 1 destroyed, pair 2 almost intact",
+                     f"{_ms(pivot[('pair1', True, 1)], True)} / {_ms(pivot[('pair1', True, 2)], True)}"))
+        rows.append((f"double add {arch}: pair-2 mask inverted, accuracy on pair 1 / pair 2",
+                     "pair 2 destroyed, pair 1 almost intact",
+                     f"{_ms(pivot[('pair2', True, 1)], True)} / {_ms(pivot[('pair2', True, 2)], True)}"))
+        total = sharing[(sharing["arch"] == arch) & (sharing["layer"] == TOTAL)].groupby("seed")["shared_fraction"].mean()
+        other = addmul_sharing[(addmul_sharing["arch"] == arch) & (addmul_sharing["layer"] == TOTAL)]
+        if len(other):
+            other_total = other.groupby("seed")["shared_fraction"].mean()
+            rows.append((f"double add {arch}: total sharing (mean of both masks) vs add/mul {arch}",
+                         "lower than add/mul", f"{_ms(total, True, 0)} vs {_ms(other_total, True, 0)}"))
+        else:
+            rows.append((f"double add {arch}: total sharing (mean of both masks)", "low", _ms(total, True, 0)))
+    return rows
+
+
+def sweep_rows(results: Path) -> list[tuple[str, str, str]]:
+    path = results / "addmul" / "sweeps" / "sharing.parquet"
+    if not path.exists():
+        return []
+    sharing = pd.read_parquet(path)
+    layers = pd.read_parquet(results / "addmul" / "sweeps" / "layers.parquet")
+    sizes = layers[layers["layer"] == TOTAL].drop_duplicates("arch").set_index("arch")["size"]
+    total = sharing[(sharing["layer"] == TOTAL) & (sharing["mask"] == "add")]
+    rows = []
+    for arch, group in total.groupby("arch"):
+        by_beta = group.groupby("beta")["shared_fraction"].mean()
+        if len(by_beta) > 1:
+            text = ", ".join(f"β={b:g}: {v * 100:.0f}%" for b, v in by_beta.items())
+            rows.append((f"sweep: total sharing of the add mask vs β, {arch}", "fairly flat over 1e-5..1e-3 (Fig. 8)",
+                         text))
+    common = set.intersection(*(set(g["beta"]) for _, g in total.groupby("arch")))
+    if common:
+        beta = sorted(common)[len(common) // 2]
+        at = total[total["beta"] == beta].groupby("arch")["shared_fraction"].mean()
+        order = sorted(at.index, key=lambda a: sizes.get(a, 0))
+        rows.append((f"sweep: total sharing of the add mask vs network size (β={beta:g})",
+                     "decreases as the network grows (Fig. 9)",
+                     ", ".join(f"{a} ({sizes.get(a, 0) / 1e3:.0f}k): {at[a] * 100:.0f}%" for a in order)))
+    return rows
+
+
+def markdown(results: str | Path) -> str:
+    results = Path(results)
+    rows = []
+    for part in (addmul_rows, double_add_rows, sweep_rows):
+        try:
+            rows += part(results)
+        except FileNotFoundError:
+            continue
+    lines = ["| finding | paper | ours (mean ± std over seeds) |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines) + "\n"
