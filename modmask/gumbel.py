@@ -6,10 +6,18 @@ logistic variable, so this is the paper's ``l - log(log U1 / log U2)`` with one 
 The hard sample is ``b = 1[s > 0.5] = 1[u > sigmoid(-l)]``, hence ``P(b = 1) = sigmoid(l)`` for
 every temperature. The straight-through estimator passes the gradient of ``b`` to ``s``.
 
-The work that scales with K x (number of weights) dominates a mask-training step, so it is done in
-exactly three passes over memory: drawing the noise, one fused "compare and select" pass in the
-forward, and one fused pass in the backward that recomputes ``ds/dl`` from the stored noise and
-reduces over the K samples. With ``tau == 1`` the derivative needs no transcendental function:
+Noise comes in one of two forms, accepted everywhere a ``noise`` argument appears:
+
+* a float tensor ``(K, *shape)`` of uniform values in (0, 1) (any source; what tests and plots use);
+* an int32 tensor ``(K, 2)`` of *counter keys*: the uniform value of element ``i`` of sample ``k`` is
+  a hash of ``(i, key[k])`` (:func:`counter_uniform`). The kernels compute it where they need it,
+  so the K x N noise is never drawn, stored or read back - at K x 16M weights drawing and storing it
+  cost more than the masking itself. :func:`counter_uniform` materialises exactly the same values.
+
+The work that scales with K x (number of weights) is one fused "compare and select" pass in the
+forward and one fused pass in the backward that recomputes ``ds/dl`` from the noise and sums over
+the K samples (written as an unrolled sum so the compiled kernel is a single pointwise loop).
+With ``tau == 1`` the derivative needs no transcendental function:
 ``s(1 - s) = p q u (1 - u) / (q + (p - q) u)^2`` with ``p = sigmoid(l)``, ``q = sigmoid(-l)``.
 """
 from __future__ import annotations
@@ -22,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 # Keep uniform noise strictly inside (0, 1) so logit(u) is finite; drawing in [eps, 1 - eps) costs
-# nothing extra, unlike a clamp pass.
+# nothing extra, unlike a clamp pass. (Counter noise lies in [2^-24, 1 - 2^-24].)
 NOISE_EPS = 1e-6
 # Below this many noise elements per step the compiled kernels are not worth their compile time.
-COMPILE_MIN_ELEMENTS = 1 << 22
+COMPILE_MIN_ELEMENTS = 1 << 18
 
 
 def soft_sample(logits: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -39,27 +47,125 @@ def reference_hard_sample(logits: torch.Tensor, noise: torch.Tensor, temperature
     return ((s > 0.5).to(s.dtype) - s).detach() + s
 
 
-# ---- elementwise kernels: each is one pass over the K x N noise -------------------------------
+# ---- counter-based noise ----------------------------------------------------------------------
+# A stateless hash of (element index, key) gives each element its uniform value, so any kernel can
+# recompute the noise instead of storing it. The hash is Wellons' "lowbias32" (a bijection of 32-bit
+# integers with near-ideal avalanche), applied twice with a 64-bit key in between; the keys of every
+# (step, parameter, sample) come from splitmix64 of the seed and a step counter. All arithmetic is on
+# int32 with wrap-around, the same in eager and compiled code and on any device.
+
+_MASK32 = (1 << 32) - 1
+_HASH_C1 = 0x7FEB352D
+_HASH_C2 = 0x846CA68B - (1 << 32)  # as a signed int32
+
+
+def _to_int32(value: int) -> int:
+    value &= _MASK32
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    # ">>" on int32 is arithmetic, so mask the shifted-in sign bits to get a logical shift
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _HASH_C1
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * _HASH_C2
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def _counter_uniform(index: torch.Tensor, key_a, key_b, dtype) -> torch.Tensor:
+    h = _hash32(_hash32(index ^ key_a) ^ key_b)
+    # top 23 bits -> (j + 0.5) / 2^23, exactly representable in float32, strictly inside (0, 1)
+    return (((h >> 9) & 0x7FFFFF).to(dtype) + 0.5) * (1.0 / (1 << 23))
+
+
+def _index(like: torch.Tensor) -> torch.Tensor:
+    return torch.arange(like.numel(), device=like.device, dtype=torch.int32).view(like.shape)
+
+
+def counter_uniform(keys: torch.Tensor, shape, dtype=torch.float32) -> torch.Tensor:
+    """The uniform noise ``(K, *shape)`` that the counter keys ``keys`` ``(K, 2)`` stand for."""
+    keys = _check_keys(keys)
+    index = torch.arange(math.prod(shape), device=keys.device, dtype=torch.int32).view(*shape)
+    return torch.stack([_counter_uniform(index, keys[k, 0], keys[k, 1], dtype) for k in range(keys.shape[0])])
+
+
+def _check_keys(keys: torch.Tensor) -> torch.Tensor:
+    if keys.dtype != torch.int32 or keys.dim() != 2 or keys.shape[1] != 2:
+        raise ValueError(f"counter keys must be an int32 tensor of shape (K, 2), got {keys.dtype} {tuple(keys.shape)}")
+    return keys
+
+
+def _splitmix64(value: int) -> int:
+    value = (value + 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return value ^ (value >> 31)
+
+
+def counter_keys(seed: int, step: int, stream: int, samples: int) -> torch.Tensor:
+    """Keys ``(samples, 2)`` for one parameter (``stream``) at one step; distinct inputs, unrelated keys."""
+    base = _splitmix64(_splitmix64(_splitmix64(int(seed) & ((1 << 64) - 1)) ^ int(step)) ^ (int(stream) << 20))
+    rows = []
+    for k in range(samples):
+        value = _splitmix64(base ^ k)
+        rows.append((_to_int32(value), _to_int32(value >> 32)))
+    return torch.tensor(rows, dtype=torch.int32)
+
+
+def _uniform(noise, k: int, index, dtype):
+    if noise.dtype == torch.int32:
+        return _counter_uniform(index, noise[k, 0], noise[k, 1], dtype)
+    return noise[k]
+
+
+# ---- elementwise kernels: each is one pass over K x N --------------------------------------
+# ``noise`` is either the float noise (K, *S) or int32 counter keys (K, 2); the branch is taken at
+# trace time, so a compiled kernel exists per kind.
 
 def _forward_kernel(weight, logits, noise):
     # u > sigmoid(-l)  <=>  l + logit(u) > 0  <=>  s > 0.5
-    return torch.where(noise > torch.sigmoid(-logits), weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
+    zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    threshold = torch.sigmoid(-logits)
+    if noise.dtype != torch.int32:
+        return torch.where(noise > threshold, weight, zero)
+    index = _index(weight)
+    return torch.stack([torch.where(_uniform(noise, k, index, logits.dtype) > threshold, weight, zero)
+                        for k in range(noise.shape[0])])
 
 
 def _logit_grad_kernel_t1(grad, weight, logits, noise):
     p = torch.sigmoid(logits)
     q = torch.sigmoid(-logits)
-    d = q + (p - q) * noise
-    return (grad * (noise * (1.0 - noise) / (d * d))).sum(0) * (weight * p * q)
+    index = _index(weight) if noise.dtype == torch.int32 else None
+    total = None
+    for k in range(grad.shape[0]):  # unrolled: one pointwise loop, no strided reduction
+        u = _uniform(noise, k, index, logits.dtype)
+        d = q + (p - q) * u
+        term = grad[k] * (u * (1.0 - u) / (d * d))
+        total = term if total is None else total + term
+    return total * (weight * p * q)
 
 
 def _logit_grad_kernel(grad, weight, logits, noise, inv_temperature: float):
-    s = torch.sigmoid((logits + torch.log(noise) - torch.log1p(-noise)) * inv_temperature)
-    return (grad * (s * (1.0 - s))).sum(0) * weight * inv_temperature
+    index = _index(weight) if noise.dtype == torch.int32 else None
+    total = None
+    for k in range(grad.shape[0]):
+        u = _uniform(noise, k, index, logits.dtype)
+        s = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) * inv_temperature)
+        term = grad[k] * (s * (1.0 - s))
+        total = term if total is None else total + term
+    return total * weight * inv_temperature
 
 
 def _weight_grad_kernel(grad, logits, noise):
-    return (grad * (noise > torch.sigmoid(-logits)).to(grad.dtype)).sum(0)
+    threshold = torch.sigmoid(-logits)
+    index = _index(logits) if noise.dtype == torch.int32 else None
+    total = None
+    for k in range(grad.shape[0]):
+        term = grad[k] * (_uniform(noise, k, index, logits.dtype) > threshold).to(grad.dtype)
+        total = term if total is None else total + term
+    return total
 
 
 class _Kernels:
@@ -97,7 +203,8 @@ KERNELS = _Kernels()
 class StraightThroughMask(torch.autograd.Function):
     """Masked weights for K samples: ``out[k] = weight * b_k`` with ``b_k`` the hard sample.
 
-    Inputs: ``weight`` (shape S), ``logits`` (S), ``noise`` (K, *S) uniform in (0, 1).
+    Inputs: ``weight`` (shape S), ``logits`` (S), ``noise``: (K, *S) uniform in (0, 1), or int32
+    counter keys (K, 2) standing for such noise (see :func:`counter_uniform`).
     Gradients flow to ``logits`` through the straight-through estimator, and to ``weight`` when it
     requires grad (weights and masks trained together).
     """
@@ -124,45 +231,81 @@ class StraightThroughMask(torch.autograd.Function):
 
 
 def sample_masked_weights(weight, logits, noise, temperature: float = 1.0, use_compiled: bool = False):
-    """K straight-through masked copies of ``weight``; see :class:`StraightThroughMask`."""
-    if noise.shape[1:] != weight.shape or logits.shape != weight.shape:
+    """K straight-through masked copies of ``weight``; see :class:`StraightThroughMask`.
+
+    ``noise`` is float uniform noise ``(K, *weight.shape)`` or int32 counter keys ``(K, 2)``.
+    """
+    if logits.shape != weight.shape or (noise.dtype != torch.int32 and noise.shape[1:] != weight.shape):
         raise ValueError(f"shape mismatch: weight {tuple(weight.shape)}, logits {tuple(logits.shape)}, "
                          f"noise {tuple(noise.shape)} (expected (K, *weight.shape))")
+    if noise.dtype == torch.int32:
+        _check_keys(noise)
+        if weight.numel() >= 1 << 31:
+            raise ValueError("counter noise indexes elements with int32; parameter too large")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     return StraightThroughMask.apply(weight, logits, noise, float(temperature), use_compiled)
 
 
 class NoiseSource:
-    """Seeded uniform noise for all mask samples of a step, written into one reused buffer.
+    """Seeded uniform noise for the mask samples of each step.
 
-    PyTorch's CPU generator is sequential, and at K x 16M weights drawing the noise costs as much
-    as the network's matmuls. The buffer is therefore split into a fixed number of streams with
-    their own generators, filled in parallel threads. The split does not depend on the thread
-    count, so the same seed gives the same noise on any machine of the same device type.
+    ``kind="counter"`` (default): :meth:`keys` hands out counter keys for the next step (the
+    kernels hash them into noise, nothing is drawn or stored); the state is the seed and a step
+    counter, so the same seed gives the same noise on any machine, thread count and device.
+
+    ``kind="torch"``: :meth:`fill_` draws from PyTorch generators into a buffer. PyTorch's CPU
+    generator is sequential, so the buffer is split into a fixed number of streams with their own
+    generators, filled in parallel threads; the split does not depend on the thread count.
+
+    :meth:`fill_` works for both kinds (counter kind: the buffer is filled with the counter noise
+    of the next step, as one stream).
     """
 
     CPU_STREAMS = 4
+    KINDS = ("counter", "torch")
 
-    def __init__(self, seed: int, device: torch.device | str = "cpu"):
+    def __init__(self, seed: int, device: torch.device | str = "cpu", kind: str = "counter"):
+        if kind not in self.KINDS:
+            raise ValueError(f"noise kind must be one of {self.KINDS}, got {kind!r}")
         self.device = torch.device(device)
+        self.kind = kind
+        self.seed = int(seed)
+        self.step = 0
         streams = self.CPU_STREAMS if self.device.type == "cpu" else 1
         self.generators = []
-        for index in range(streams):
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed((int(seed) * 1_000_003 + index) % (2 ** 63))
-            self.generators.append(generator)
+        if kind == "torch":
+            for index in range(streams):
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed((int(seed) * 1_000_003 + index) % (2 ** 63))
+                self.generators.append(generator)
         self._pool = None
 
     def state_dict(self):
-        return {"states": [g.get_state() for g in self.generators]}
+        return {"kind": self.kind, "seed": self.seed, "step": self.step,
+                "states": [g.get_state() for g in self.generators]}
 
     def load_state_dict(self, state):
+        if state.get("kind", "torch") != self.kind:
+            raise ValueError(f"noise state of kind {state.get('kind', 'torch')!r} cannot be loaded into a "
+                             f"{self.kind!r} noise source")
+        self.seed = int(state.get("seed", self.seed))
+        self.step = int(state.get("step", self.step))
         for generator, value in zip(self.generators, state["states"]):
             generator.set_state(value)
 
+    def keys(self, streams: int, samples: int) -> list[torch.Tensor]:
+        """Counter keys ``(samples, 2)`` for each of ``streams`` parameters, for the next step."""
+        if self.kind != "counter":
+            raise RuntimeError("keys() needs a counter noise source")
+        step, self.step = self.step, self.step + 1
+        return [counter_keys(self.seed, step, s, samples).to(self.device) for s in range(streams)]
+
     def fill_(self, buffer: torch.Tensor) -> torch.Tensor:
         flat = buffer.view(-1)
+        if self.kind == "counter":
+            flat.copy_(counter_uniform(self.keys(1, 1)[0].to(buffer.device), (flat.numel(),), buffer.dtype)[0])
+            return buffer
         if len(self.generators) == 1:
             flat.uniform_(NOISE_EPS, 1.0 - NOISE_EPS, generator=self.generators[0])
             return buffer

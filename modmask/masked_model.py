@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .gumbel import COMPILE_MIN_ELEMENTS, NoiseSource, sample_masked_weights
+from .gumbel import COMPILE_MIN_ELEMENTS, NoiseSource, counter_uniform, sample_masked_weights
 from .masks import BinaryMask, WeightMask
 
 
@@ -51,11 +51,13 @@ class MaskedModel(nn.Module):
 
     ``batch_dim`` is where the batch lives in every tensor input, ``output_batch_dim`` (default the
     same) in every tensor output. ``kernels`` is ``"auto"``, ``"compiled"`` or ``"eager"``.
+    ``noise_kind``: ``"counter"`` (default; the kernels hash counter keys into noise, nothing K x N
+    is drawn or stored) or ``"torch"`` (uniform noise drawn from PyTorch generators into a buffer).
     """
 
     def __init__(self, module: nn.Module, mask: WeightMask, mask_samples: int = 4, temperature: float = 1.0,
                  batch_dim: int = 0, output_batch_dim: int | None = None, seed: int = 0,
-                 kernels: str = "auto", train_weights: bool = False):
+                 kernels: str = "auto", train_weights: bool = False, noise_kind: str = "counter"):
         super().__init__()
         if mask_samples < 1:
             raise ValueError(f"mask_samples must be >= 1, got {mask_samples}")
@@ -73,7 +75,7 @@ class MaskedModel(nn.Module):
         self.output_batch_dim = batch_dim if output_batch_dim is None else output_batch_dim
         self.train_weights = train_weights
         device = params[mask.names[0]].device
-        self.noise = NoiseSource(seed, device)
+        self.noise = NoiseSource(seed, device, kind=noise_kind)
         total = mask.numel() * mask_samples
         self.use_compiled = kernels == "compiled" or (kernels == "auto" and total >= COMPILE_MIN_ELEMENTS)
         self._noise_buffer: torch.Tensor | None = None
@@ -86,8 +88,16 @@ class MaskedModel(nn.Module):
         return {n: params[n].detach() for n in self.mask.names}
 
     def draw_noise(self) -> dict[str, torch.Tensor]:
-        """Fresh uniform noise for every masked parameter, shape (K, *param.shape), from one buffer."""
-        k, total = self.mask_samples, self.mask.numel()
+        """Fresh uniform noise for every masked parameter, shape (K, *param.shape).
+
+        This is the noise :meth:`sample_weights` without ``noise`` would use for the same step (it
+        advances the noise source by one step), materialised: for counter noise, the hashed values.
+        """
+        k = self.mask_samples
+        if self.noise.kind == "counter":
+            keys = self._next_keys()
+            return {n: counter_uniform(keys[n], logit.shape, logit.dtype) for n, logit in self.mask.items()}
+        total = self.mask.numel()
         first = self.mask.logit(self.mask.names[0])
         buffer = self._noise_buffer
         # One reused buffer: a fresh multi-GB allocation each step costs more than the sampling.
@@ -102,9 +112,18 @@ class MaskedModel(nn.Module):
             offset += n
         return noise
 
+    def _next_keys(self) -> dict[str, torch.Tensor]:
+        keys = self.noise.keys(len(self.mask.names), self.mask_samples)
+        return dict(zip(self.mask.names, keys))
+
     def sample_weights(self, noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """K masked copies of each masked parameter, shape (K, *param.shape)."""
-        noise = self.draw_noise() if noise is None else noise
+        """K masked copies of each masked parameter, shape (K, *param.shape).
+
+        ``noise`` maps each masked parameter to float noise (K, *shape) or int32 counter keys (K, 2);
+        without it the next step's noise is used (counter keys, never materialised, by default).
+        """
+        if noise is None:
+            noise = self._next_keys() if self.noise.kind == "counter" else self.draw_noise()
         weights = self._weights()
         return {n: sample_masked_weights(weights[n], logit, noise[n], self.temperature, self.use_compiled)
                 for n, logit in self.mask.items()}

@@ -1,0 +1,170 @@
+"""Gumbel-sigmoid sampling, the straight-through kernels and the noise sources."""
+import math
+
+import pytest
+import torch
+
+from modmask.gumbel import (KERNELS, NOISE_EPS, NoiseSource, StraightThroughMask, counter_keys, counter_uniform,
+                            reference_hard_sample, sample_masked_weights, soft_sample)
+
+LOGITS = torch.linspace(-3.0, 3.0, 13)
+
+
+def _noise(kind, k, shape, seed=0):
+    if kind == "torch":
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(k, *shape, generator=g).clamp_(NOISE_EPS, 1 - NOISE_EPS)
+    return counter_keys(seed, 0, 0, k)
+
+
+# ---- P(b = 1) = sigmoid(l) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["torch", "counter"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_probability_of_keeping_a_weight_is_sigmoid_of_its_logit(kind, temperature):
+    k, repeats = 4, 20000
+    logits = LOGITS[:, None].expand(-1, repeats).contiguous()
+    noise = _noise(kind, k, logits.shape, seed=1)
+    bits = sample_masked_weights(torch.ones_like(logits), logits, noise, temperature)
+    assert set(bits.unique().tolist()) <= {0.0, 1.0}
+    # the paper's formula, with the same noise, gives the same bits at any temperature
+    dense = noise if kind == "torch" else counter_uniform(noise, logits.shape)
+    assert torch.equal(bits, reference_hard_sample(logits, dense, temperature).detach())
+    n = k * repeats
+    freq = bits.mean(dim=(0, 2))
+    p = torch.sigmoid(LOGITS)
+    std = torch.sqrt(p * (1 - p) / n)
+    assert torch.all((freq - p).abs() < 5 * std), (freq - p) / std
+
+
+# ---- the custom autograd function equals the reference formula --------------------------------
+
+def _reference(weight, logits, noise, temperature):
+    return torch.stack([weight * reference_hard_sample(logits, noise[i], temperature) for i in range(noise.shape[0])])
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("kind", ["torch", "counter"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_straight_through_forward_and_gradients_match_reference(compiled, kind, temperature):
+    torch.manual_seed(0)
+    shape, k = (6, 7), 3
+    weight = torch.randn(shape, requires_grad=True)
+    logits = (torch.randn(shape) * 2).requires_grad_()
+    noise = _noise(kind, k, shape, seed=2)
+    dense = noise if kind == "torch" else counter_uniform(noise, shape)
+    upstream = torch.randn(k, *shape)
+
+    out = sample_masked_weights(weight, logits, noise, temperature, use_compiled=compiled)
+    bits = (soft_sample(logits, dense, temperature) > 0.5).float()
+    assert torch.equal(out, weight.detach() * bits)
+    assert 0 < bits.mean() < 1
+    gw, gl = torch.autograd.grad((out * upstream).sum(), (weight, logits))
+
+    ref = _reference(weight, logits, dense, temperature)
+    rw, rl = torch.autograd.grad((ref * upstream).sum(), (weight, logits))
+    torch.testing.assert_close(gl, rl, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gw, rw, rtol=1e-5, atol=1e-6)
+    assert gl.abs().sum() > 0 and gw.abs().sum() > 0
+    assert not (compiled and KERNELS.compile_failed), "torch.compile of the kernels failed"
+
+
+def test_frozen_weight_gets_no_gradient_and_logit_gradient_still_matches():
+    torch.manual_seed(1)
+    weight = torch.randn(4, 5)
+    logits = torch.randn(4, 5, requires_grad=True)
+    noise = torch.rand(2, 4, 5)
+    out = StraightThroughMask.apply(weight, logits, noise, 1.0, False)
+    (g,) = torch.autograd.grad(out.sum(), logits)
+    (r,) = torch.autograd.grad(_reference(weight, logits, noise, 1.0).sum(), logits)
+    torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_shape_mismatch_and_bad_temperature_are_rejected():
+    w = torch.ones(3, 4)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        sample_masked_weights(w, torch.zeros(3, 4), torch.rand(2, 4, 3))
+    with pytest.raises(ValueError, match="temperature"):
+        sample_masked_weights(w, torch.zeros(3, 4), torch.rand(2, 3, 4), temperature=0.0)
+    with pytest.raises(ValueError, match="counter keys"):
+        sample_masked_weights(w, torch.zeros(3, 4), torch.zeros(2, 3, dtype=torch.int32))
+
+
+# ---- counter noise: uniform and independent ------------------------------------------------------
+
+def test_counter_noise_is_uniform_and_independent():
+    n = 1 << 18
+    u = counter_uniform(counter_keys(7, 0, 0, 2), (n,)).double()
+    assert 0 < u.min() and u.max() < 1
+    assert abs(u.mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / u.numel())
+    assert abs(u.var().item() - 1 / 12) < 0.002
+    # chi-square over 64 bins (63 degrees of freedom; 120 is far in the tail)
+    counts = torch.histc(u[0], bins=64, min=0, max=1)
+    expected = n / 64
+    assert ((counts - expected) ** 2 / expected).sum() < 120
+
+    def corr(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        return ((a * b).mean() / (a.std() * b.std())).item()
+
+    limit = 5 / math.sqrt(n)
+    later = counter_uniform(counter_keys(7, 1, 0, 2), (n,)).double()   # next step
+    other = counter_uniform(counter_keys(7, 0, 1, 2), (n,)).double()   # next parameter
+    reseed = counter_uniform(counter_keys(8, 0, 0, 2), (n,)).double()  # next seed
+    assert abs(corr(u[0, 1:], u[0, :-1])) < limit   # neighbouring elements
+    assert abs(corr(u[0], u[1])) < limit            # mask samples of one step
+    for v in (later, other, reseed):
+        assert abs(corr(u[0], v[0])) < limit
+        assert (u != v).float().mean() > 0.999
+    # neighbouring hard samples are independent: P(b_i = b_{i+1} = 1) = p^2
+    bits = (u[0] > 0.3).double()
+    both = (bits[1:] * bits[:-1]).mean().item()
+    assert abs(both - 0.49) < 5 * math.sqrt(0.49 * 0.51 / n)
+    # low-order structure: every bit of the 23-bit value is balanced
+    ints = ((u[0] * (1 << 23)) - 0.5).round().long()
+    for bit in range(23):
+        assert abs(((ints >> bit) & 1).double().mean().item() - 0.5) < 5 * math.sqrt(0.25 / n)
+
+
+# ---- noise sources ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["torch", "counter"])
+def test_noise_source_same_seed_same_noise_for_any_thread_count(kind):
+    threads = torch.get_num_threads()
+    buffers = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            buffers.append(NoiseSource(5, kind=kind).fill_(torch.empty(3, 50_000)))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(buffers[0], buffers[1]) and torch.equal(buffers[0], buffers[2])
+    assert 0 < buffers[0].min() and buffers[0].max() < 1
+    assert not torch.equal(buffers[0], NoiseSource(6, kind=kind).fill_(torch.empty(3, 50_000)))
+
+
+@pytest.mark.parametrize("kind", ["torch", "counter"])
+def test_noise_source_state_round_trip_reproduces_the_stream(kind):
+    source = NoiseSource(3, kind=kind)
+    source.fill_(torch.empty(100_000))
+    state = source.state_dict()
+    expected = [source.fill_(torch.empty(100_000)).clone() for _ in range(2)]
+    restored = NoiseSource(99, kind=kind)   # another seed: the state must carry everything
+    restored.load_state_dict(state)
+    assert torch.equal(restored.fill_(torch.empty(100_000)), expected[0])
+    assert torch.equal(restored.fill_(torch.empty(100_000)), expected[1])
+    assert not torch.equal(expected[0], expected[1])
+
+
+def test_counter_keys_advance_per_step_and_reload():
+    source = NoiseSource(0)
+    first = source.keys(3, 4)
+    assert [tuple(k.shape) for k in first] == [(4, 2)] * 3 and all(k.dtype == torch.int32 for k in first)
+    assert len({tuple(k.flatten().tolist()) for k in first}) == 3
+    state = source.state_dict()
+    second = source.keys(3, 4)
+    assert not torch.equal(first[0], second[0])
+    source.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(second, source.keys(3, 4)))
+    with pytest.raises(ValueError, match="kind"):
+        NoiseSource(0, kind="torch").load_state_dict(state)
