@@ -111,21 +111,17 @@ def measure(args) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = [f"{'allocator':>10} {'noise':>8} {'kernels':>9} {'ordinary':>9} {'vector':>9} {'loop':>9} "
-             f"{'vec/ord':>8} {'loop/ord':>8} {'loop/vec':>8}"]
-    for r in rows:
-        ms = r["ms"]
-        lines.append(f"{'tuned' if r['allocator_tuned'] else 'default':>10} {r['noise']:>8} {r['kernels']:>9} "
-                     f"{ms['ordinary']:9.1f} {ms['vectorised']:9.1f} {ms['loop']:9.1f} "
-                     f"{r['ratio_vectorised_to_ordinary']:8.2f} {r['ratio_loop_to_ordinary']:8.2f} "
-                     f"{r['ratio_loop_to_vectorised']:8.2f}")
-    lines.append("process CPU ms per step (all threads; robust to other load on the machine):")
-    for r in rows:
-        c = r["cpu_ms"]
-        lines.append(f"{'tuned' if r['allocator_tuned'] else 'default':>10} {r['noise']:>8} {r['kernels']:>9} "
-                     f"{c['ordinary']:9.1f} {c['vectorised']:9.1f} {c['loop']:9.1f} "
-                     f"{c['vectorised'] / c['ordinary']:8.2f} {c['loop'] / c['ordinary']:8.2f} "
-                     f"{c['loop'] / c['vectorised']:8.2f}")
+    def line(r: dict, times: dict) -> str:
+        ordinary, vectorised, loop = times["ordinary"], times["vectorised"], times["loop"]
+        return (f"{'tuned' if r['allocator_tuned'] else 'default':>10} {r['noise']:>8} {r['kernels']:>9} "
+                f"{ordinary:9.1f} {vectorised:9.1f} {loop:9.1f} "
+                f"{vectorised / ordinary:8.2f} {loop / ordinary:8.2f} {loop / vectorised:8.2f}")
+
+    header = (f"{'allocator':>10} {'noise':>8} {'kernels':>9} {'ordinary':>9} {'vector':>9} {'loop':>9} "
+              f"{'vec/ord':>8} {'loop/ord':>8} {'loop/vec':>8}")
+    lines = [header, *(line(r, r["ms"]) for r in rows),
+             "process CPU ms per step (all threads; robust to other load on the machine):",
+             *(line(r, r["cpu_ms"]) for r in rows)]
     return "\n".join(lines)
 
 
