@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import TOTAL
-from .common import (arch_name, condition_panel, grouped_bars, layer_order, mean_std, panels, provenance_text,
+from .common import (finish, arch_name, condition_panel, grouped_bars, layer_order, mean_std, panels, provenance_text,
                      save_figure, sharing_panel)
 
 OP_NAMES = {"add": "addition", "mul": "multiplication", "all": "full task (control)", "none": "no mask"}
@@ -27,10 +27,7 @@ def fig1_sharing(sharing: pd.DataFrame):
     for ax, arch in zip(axes, archs):
         sharing_panel(ax, sharing[sharing["arch"] == arch], {m: f"{OP_NAMES[m]} mask" for m in ("add", "mul")})
         ax.set_title(f"{arch_name(arch)}: sharing between operations")
-    axes[0].legend(loc="upper center")
-    fig.suptitle("Fig. 1: share of each operation's weights also used by the other operation", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, "Fig. 1: share of each operation's weights also used by the other operation")
 
 
 ACCURACY_CONDITIONS = [("none", False, "no mask"), ("all", False, "full-task\nmask"), ("add", False, "add\nmask"),
@@ -47,10 +44,7 @@ def fig10_accuracy(accuracy: pd.DataFrame, split: str = "train"):
         condition_panel(ax, df_all[df_all["arch"] == arch], ACCURACY_CONDITIONS, "operation",
                         {op: f"accuracy on {OP_NAMES[op]}" for op in ("add", "mul")})
         ax.set_title(f"{arch_name(arch)}")
-    axes[0].legend(loc="upper right")
-    fig.suptitle("Fig. 10: accuracy with each mask and its inverse", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, "Fig. 10: accuracy with each mask and its inverse")
 
 
 def mul_add_ratio(layers: pd.DataFrame, arch: str) -> pd.Series:
@@ -77,10 +71,7 @@ def fig11_weights(layers: pd.DataFrame):
         spread = ratio.std(ddof=1) if len(ratio) > 1 else 0.0
         ax.set_title(f"{arch_name(arch)}: mul keeps {ratio.mean():.2f}× (± {spread:.2f}) the weights of add", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
-    axes[0].legend(loc="upper right")
-    fig.suptitle("Fig. 11: weights used by each operation, per layer", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, "Fig. 11: weights used by each operation, per layer")
 
 
 def fig12_confusion(confusion: pd.DataFrame):
@@ -109,9 +100,7 @@ def fig12_confusion(confusion: pd.DataFrame):
             ax.set_yticklabels(["asked to add", "asked to multiply"], fontsize=7)
             ax.grid(False)
             ax.set_title(f"{arch_name(arch)}, {OP_NAMES[mask]} mask", fontsize=9)
-    fig.suptitle("Fig. 12: which operation the masked network performs", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, "Fig. 12: which operation the masked network performs")
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:

@@ -88,7 +88,9 @@ def save_figure(fig, out_dir: str | Path, stem: str, footer: str | None = None) 
 def layer_order(df: pd.DataFrame, total_label: str = "all layers") -> list[tuple[str, str]]:
     """(layer, label) pairs in network order; the ``total`` row last."""
     layers = df.drop_duplicates("layer").sort_values("layer_index")
-    return [(row.layer, total_label if row.layer == "total" else row.layer_label) for row in layers.itertuples()]
+    # two-line tick labels, so that seven layers fit under a 4-inch panel
+    return [(row.layer, (total_label if row.layer == "total" else row.layer_label).replace(" ", "\n", 1))
+            for row in layers.itertuples()]
 
 
 def panels(n: int, width: float = 4.2, height: float = 3.0):
@@ -118,3 +120,14 @@ def condition_panel(ax, table: pd.DataFrame, conditions: list[tuple[str, bool, s
     grouped_bars(ax, [label for *_, label in conditions], bars, value, percent=True)
     ax.set_ylim(0, 105)
     ax.tick_params(axis="x", labelsize=7)
+
+
+def finish(fig, axes, title: str, legend: bool = True):
+    """Suptitle, one legend for the whole figure (from the first panel) above the panels, tight layout."""
+    handles, labels = np.ravel(axes)[0].get_legend_handles_labels() if legend else ([], [])
+    fig.suptitle(title, fontsize=10, y=0.99)
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=8,
+                   bbox_to_anchor=(0.5, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.87 if handles else 0.95))
+    return fig

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import arch_name, condition_panel, panels, provenance_text, save_figure, sharing_panel
+from .common import finish, arch_name, condition_panel, panels, provenance_text, save_figure, sharing_panel
 
 CONDITIONS = [("none", False, "no mask"), ("all", False, "full-task\nmask"), ("pair1", False, "pair-1\nmask"),
               ("pair1", True, "pair-1 mask\ninverted"), ("pair2", False, "pair-2\nmask"),
@@ -25,10 +25,7 @@ def fig2_accuracy(accuracy: pd.DataFrame):
     for ax, arch in zip(axes, archs):
         condition_panel(ax, accuracy[accuracy["arch"] == arch], CONDITIONS, "pair", PAIR_SERIES)
         ax.set_title(arch_name(arch))
-    axes[0].legend(loc="upper right")
-    fig.suptitle("Fig. 2: double addition: accuracy on each pair with each mask and its inverse", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, "Fig. 2: double addition: accuracy on each pair with each mask and its inverse")
 
 
 def fig13_sharing(sharing: pd.DataFrame):
@@ -37,10 +34,7 @@ def fig13_sharing(sharing: pd.DataFrame):
     for ax, arch in zip(axes, archs):
         sharing_panel(ax, sharing[sharing["arch"] == arch], SHARING_SERIES)
         ax.set_title(f"{arch_name(arch)}: sharing between the two pairs")
-    axes[0].legend(loc="upper center")
-    fig.suptitle("Fig. 13: double addition: share of each pair's weights also used by the other pair", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, "Fig. 13: double addition: share of each pair's weights also used by the other pair")
 
 
 def fig14_sequential(accuracy: pd.DataFrame, sharing: pd.DataFrame):
@@ -51,9 +45,8 @@ def fig14_sequential(accuracy: pd.DataFrame, sharing: pd.DataFrame):
     sharing_panel(axes[1], sharing[sharing["arch"] == SEQUENTIAL], SHARING_SERIES)
     axes[1].set_title("sharing per layer")
     axes[1].legend(loc="upper center")
-    fig.suptitle("Fig. 14: LSTM given one pair at a time (pair 1 in steps 1-3, pair 2 in steps 4-6)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, "Fig. 14: LSTM given one pair at a time (pair 1 in steps 1-3, pair 2 in steps 4-6)",
+                  legend=False)
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import TOTAL
-from .common import COLORS, arch_name, grouped_bars, mean_std, panels, provenance_text, save_figure
+from .common import finish, COLORS, arch_name, grouped_bars, mean_std, panels, provenance_text, save_figure
 
 OP_NAMES = {"add": "addition", "mul": "multiplication"}
 
@@ -65,10 +65,7 @@ def fig8_beta(sharing: pd.DataFrame, accuracy: pd.DataFrame, layers: pd.DataFram
         ax.grid(True, which="both", alpha=0.3)
     ax_share.set_title("sharing between the operations")
     ax_acc.set_title("accuracy")
-    ax_acc.legend(fontsize=6, loc="lower left")
-    fig.suptitle("Fig. 8: sensitivity to β (add/mul FNN)", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, [ax_acc], "Fig. 8: sensitivity to β (add/mul FNN)")
 
 
 def fig9_size(sharing: pd.DataFrame, layers: pd.DataFrame):
@@ -87,10 +84,7 @@ def fig9_size(sharing: pd.DataFrame, layers: pd.DataFrame):
                  "total weights shared", percent=True, annotate=True)
     axes[0].set_ylim(0, 105)
     axes[0].tick_params(axis="x", labelsize=7)
-    axes[0].legend(loc="upper right")
-    fig.suptitle(f"Fig. 9: sharing between addition and multiplication vs network size (β = {beta:g})", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, f"Fig. 9: sharing between addition and multiplication vs network size (β = {beta:g})")
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
