@@ -201,4 +201,18 @@ def run_with_mask(module: nn.Module, mask: BinaryMask | None, *args, **kwargs):
     return functional_call(module, mask.masked_parameters(module), args, kwargs, strict=False)
 
 
-LossFn = Callable[..., torch.Tensor]
+class WithMask(nn.Module):
+    """``module`` under a fixed binary mask (or none), for code that takes a model, e.g. a forward function."""
+
+    def __init__(self, module: nn.Module, mask: BinaryMask | None):
+        super().__init__()
+        self.module, self.mask = module, mask
+
+    def forward(self, *args, **kwargs):
+        return run_with_mask(self.module, self.mask, *args, **kwargs)
+
+
+@torch.no_grad()
+def run_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device, chunk: int = 4096):
+    """``fn`` over ``x`` in chunks of ``chunk`` rows on ``device``; the outputs concatenated on the CPU."""
+    return torch.cat([fn(x[i:i + chunk].to(device)).cpu() for i in range(0, len(x), chunk)])

@@ -200,3 +200,12 @@ class BinaryMask:
         if data.get("format") != "modmask.BinaryMask/1":
             raise ValueError(f"not a saved BinaryMask (format {data.get('format')!r})")
         return cls(data["bits"])
+
+
+def mask_conditions(masks: Mapping[str, BinaryMask]) -> list[tuple[str, bool, BinaryMask | None]]:
+    """What the evaluations compare: (mask name, inverted, mask) for no mask ("none"), each mask and
+    each inverted mask."""
+    conditions: list[tuple[str, bool, BinaryMask | None]] = [("none", False, None)]
+    for name, mask in masks.items():
+        conditions += [(name, False, mask), (name, True, mask.invert())]
+    return conditions

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from modmask import FNN, LSTM, BatchNotDivisibleError, BinaryMask, MaskSelection, MaskedModel, WeightMask
-from modmask.masked_model import run_with_mask
+from modmask.masked_model import WithMask, run_in_chunks, run_with_mask
+from modmask.masks import mask_conditions
 
 
 def _fnn():
@@ -281,3 +282,19 @@ def test_mask_selection():
     assert MaskSelection(exclude=(r"conv",)).select(m) == ["linear.weight", "out.weight"]
     with pytest.raises(ValueError, match="matches no parameter"):
         MaskSelection(include=(r"^embedding",)).select(m)
+
+
+def test_mask_conditions_and_chunked_masked_runs():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2, bias=False)
+    keep = BinaryMask({"weight": torch.tensor([[True, False, True], [False, False, True]])})
+    conditions = mask_conditions({"a": keep})
+    assert [(name, inverted) for name, inverted, _ in conditions] == [("none", False), ("a", False), ("a", True)]
+    assert conditions[0][2] is None
+    assert torch.equal(conditions[2][2].bits["weight"], ~keep.bits["weight"])
+    x = torch.randn(10, 3)
+    # chunks of 3 rows give the same as one pass, and the masked weight matrix is W * bits
+    out = run_in_chunks(WithMask(model, keep), x, "cpu", chunk=3)
+    expected = x @ (model.weight * keep.bits["weight"]).T
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(run_in_chunks(WithMask(model, None), x, "cpu", chunk=4), model(x).detach())

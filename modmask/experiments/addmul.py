@@ -7,8 +7,8 @@ from torch import nn
 
 from ..data import addmul as data
 from ..data.digits import decode_number, digit_loss
-from ..masked_model import run_with_mask
-from ..masks import BinaryMask
+from ..masked_model import WithMask, run_in_chunks
+from ..masks import BinaryMask, mask_conditions
 
 NAME = "addmul"
 INPUT_SIZE = data.INPUT_SIZE
@@ -31,11 +31,8 @@ def training_tensors(df: pd.DataFrame, task: str) -> list[torch.Tensor]:
     return list(data.encode(rows))
 
 
-@torch.no_grad()
-def predict(model: nn.Module, mask: BinaryMask | None, x: torch.Tensor, device, chunk: int = 4096) -> torch.Tensor:
-    outs = [decode_number(run_with_mask(model, mask, x[i:i + chunk].to(device))).cpu()
-            for i in range(0, len(x), chunk)]
-    return torch.cat(outs)
+def predict(model: nn.Module, mask: BinaryMask | None, x: torch.Tensor, device) -> torch.Tensor:
+    return decode_number(run_in_chunks(WithMask(model, mask), x, device))
 
 
 def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device,
@@ -54,11 +51,8 @@ def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, d
     op = df["op"].to_numpy()
     split = df["split"].to_numpy()
     distinct = (add_result != mul_result).numpy()
-    variants = [("none", False, None)]
-    for name, mask in masks.items():
-        variants += [(name, False, mask), (name, True, mask.invert())]
     accuracy_rows, confusion_rows = [], []
-    for mask_name, inverted, mask in variants:
+    for mask_name, inverted, mask in mask_conditions(masks):
         pred = predict(model, mask, x, device)
         correct = (pred == target).numpy()
         for operation in OPERATIONS:

@@ -16,8 +16,8 @@ from torch import nn
 
 from ..data import double_add as data
 from ..data.digits import decode_number, digit_loss
-from ..masked_model import run_with_mask
-from ..masks import BinaryMask
+from ..masked_model import WithMask, run_in_chunks
+from ..masks import BinaryMask, mask_conditions
 
 NAME = "double_add"
 INPUT_SIZE = data.INPUT_SIZE
@@ -93,18 +93,9 @@ def masked_batch_dims(spec: dict) -> tuple[int, int]:
     return (1, 1) if _sequential(spec) else (0, 0)
 
 
-class _WithMask(nn.Module):
-    def __init__(self, model, mask):
-        super().__init__()
-        self.model, self.mask = model, mask
-
-    def forward(self, *args, **kwargs):
-        return run_with_mask(self.model, self.mask, *args, **kwargs)
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device, spec: dict,
-             chunk: int = 4096) -> dict[str, pd.DataFrame]:
+def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device,
+             spec: dict) -> dict[str, pd.DataFrame]:
     """Accuracy on each pair (test split) with no mask, each mask and each inverted mask.
 
     ``confusion``: for each pair's output units, the share of answers equal to that pair's sum,
@@ -115,15 +106,12 @@ def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, d
     forward = forward_for(spec)
     test = df[df["split"] == "test"]
     x, y = data.encode(test)
-    variants = [("none", False, None)]
-    for name, mask in masks.items():
-        variants += [(name, False, mask), (name, True, mask.invert())]
     sums = {pair: y[:, (pair - 1) * 2] * 10 + y[:, (pair - 1) * 2 + 1] for pair in PAIRS}
     distinct = sums[1] != sums[2]
     rows, confusion = [], []
-    for mask_name, inverted, mask in variants:
-        runner = _WithMask(model, mask)
-        outs = torch.cat([forward(runner, x[i:i + chunk].to(device)).cpu() for i in range(0, len(x), chunk)])
+    for mask_name, inverted, mask in mask_conditions(masks):
+        runner = WithMask(model, mask)
+        outs = run_in_chunks(lambda inputs: forward(runner, inputs), x, device)
         for pair in PAIRS:
             pred = decode_number(outs[:, (pair - 1) * data.PAIR_OUTPUT:pair * data.PAIR_OUTPUT])
             rows.append({"mask": mask_name, "inverted": inverted, "pair": pair,
