@@ -9,6 +9,9 @@ from modmask.config import validate_config
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 validate_config(config)
 
 RESULTS = config["results"]
@@ -21,3 +24,4 @@ include: "rules/pretrain.smk"
 include: "rules/masks.smk"
 include: "rules/evaluate.smk"
 include: "rules/figures.smk"
+include: "rules/permuted_mnist.smk"

@@ -53,6 +53,15 @@ def all_architectures(experiment: dict) -> dict:
     return {**experiment["architectures"], **experiment.get("sweeps", {}).get("architectures", {})}
 
 
+STAGE_OVERRIDES = ("pretrain", "mask")
+
+
+def network_spec(experiment: dict, arch: str) -> dict:
+    """An architecture's network settings without its per-stage overrides, so that changing a mask
+    override does not count as a different network."""
+    return {k: v for k, v in all_architectures(experiment)[arch].items() if k not in STAGE_OVERRIDES}
+
+
 def stage_settings(experiment: dict, arch: str, stage: str) -> dict:
     """The ``pretrain`` or ``mask`` block of an experiment with the architecture's overrides applied."""
     return deep_merge(experiment[stage], all_architectures(experiment)[arch].get(stage, {}))
@@ -73,6 +82,10 @@ def validate_config(config: dict, schema: dict | None = None) -> None:
         for error in errors[:10]:
             lines.append(f"config key {_key_path(error.absolute_path)}: {error.message}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    train = config.get("permuted_mnist", {}).get("train", {})
+    if train and train["batch_size"] % train["mask_samples"]:
+        raise ConfigError(f"config key permuted_mnist.train.batch_size: {train['batch_size']} is not divisible by "
+                          f"mask_samples {train['mask_samples']}; each mask sample takes an equal chunk of the batch")
     for name, experiment in config.get("experiments", {}).items():
         architectures = all_architectures(experiment)
         sweeps = experiment.get("sweeps", {})

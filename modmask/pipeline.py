@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,9 @@ def start_job(log_file=None, seed: int = 0, threads: int | None = None, device: 
     runtime.seed_everything(seed)
     chosen = select_device(device)
     log.info("device %s, %d threads, seed %d", chosen, torch.get_num_threads(), seed)
+    if os.environ.get("SLURM_JOB_ID"):  # which job and which of the node's GPUs SLURM gave it
+        log.info("SLURM job %s on %s, CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"],
+                 os.environ.get("SLURMD_NODENAME", "?"), os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
     return log, chosen
 
 

@@ -56,10 +56,21 @@ def addmul_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _inner_layer_sizes(layers: pd.DataFrame, arch: str) -> tuple[int, ...]:
+    """Sizes of an architecture's weight matrices except the first and last: "the same size" compares
+    these, since the input and output layers differ between experiments."""
+    own = layers[(layers["arch"] == arch) & (layers["layer"] != TOTAL)]
+    sizes = own.drop_duplicates("layer").sort_values("layer_index")["size"].tolist()
+    return tuple(sizes[1:-1])
+
+
 def double_add_rows(results: Path) -> list[tuple[str, str, str]]:
     accuracy = pd.read_parquet(results / "double_add" / "accuracy.parquet")
     sharing = pd.read_parquet(results / "double_add" / "sharing.parquet")
+    layers = pd.read_parquet(results / "double_add" / "layers.parquet")
     addmul_sharing = pd.read_parquet(results / "addmul" / "sharing.parquet")
+    addmul_layers = pd.read_parquet(results / "addmul" / "layers.parquet")
+    addmul_by_size = {_inner_layer_sizes(addmul_layers, a): a for a in dict.fromkeys(addmul_layers["arch"])}
     rows = []
     for arch in dict.fromkeys(accuracy["arch"]):
         pivot = accuracy[accuracy["arch"] == arch].pivot_table(index="seed", columns=["mask", "inverted", "pair"],
@@ -73,13 +84,15 @@ def double_add_rows(results: Path) -> list[tuple[str, str, str]]:
                      "pair 2 destroyed, pair 1 almost intact",
                      f"{_ms(pivot[('pair2', True, 1)], True)} / {_ms(pivot[('pair2', True, 2)], True)}"))
         total = sharing[(sharing["arch"] == arch) & (sharing["layer"] == TOTAL)].groupby("seed")["shared_fraction"].mean()
-        other = addmul_sharing[(addmul_sharing["arch"] == arch) & (addmul_sharing["layer"] == TOTAL)]
-        if len(other):
-            other_total = other.groupby("seed")["shared_fraction"].mean()
-            rows.append((f"double add {arch}: total sharing (mean of both masks) vs add/mul {arch}",
-                         "lower than add/mul", f"{_ms(total, True, 0)} vs {_ms(other_total, True, 0)}"))
+        same_size = addmul_by_size.get(_inner_layer_sizes(layers, arch))
+        if same_size is not None:
+            other = addmul_sharing[(addmul_sharing["arch"] == same_size) & (addmul_sharing["layer"] == TOTAL)]
+            rows.append((f"double add {arch}: total sharing (mean of both masks) vs add/mul {same_size} (same size)",
+                         "lower than add/mul",
+                         f"{_ms(total, True, 0)} vs {_ms(other.groupby('seed')['shared_fraction'].mean(), True, 0)}"))
         else:
-            rows.append((f"double add {arch}: total sharing (mean of both masks)", "low", _ms(total, True, 0)))
+            rows.append((f"double add {arch}: total sharing (mean of both masks); no add/mul network of this size",
+                         "low", _ms(total, True, 0)))
     return rows
 
 
@@ -109,10 +122,42 @@ def sweep_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+PM_LAYERS = {"layers.1.weight": "layer 2", "layers.2.weight": "layer 3", "layers.3.weight": "layer 4"}
+
+
+def permuted_mnist_rows(results: Path) -> list[tuple[str, str, str]]:
+    sharing = pd.read_parquet(results / "permuted_mnist" / "sharing.parquet")
+    accuracy = pd.read_parquet(results / "permuted_mnist" / "accuracy.parquet")
+    tasks = sorted(t for t in sharing["task"].unique() if t > 0 and t % 2 == 0)
+    rows = []
+    for variant in dict.fromkeys(sharing["variant"]):
+        s = sharing[sharing["variant"] == variant]
+        parts = []
+        for layer, label in PM_LAYERS.items():
+            per = s[s["layer"] == layer].pivot_table(index="seed", columns="task", values="shared_fraction")
+            parts.append(f"{label}: " + " → ".join(f"{per[t].mean() * 100:.0f}" for t in tasks))
+        rows.append((f"permuted MNIST ({variant} init): % of task t's weights used by an earlier task, "
+                     f"after task {', '.join(map(str, tasks))}",
+                     "low while free capacity remains, rising as a layer fills up (output layer first)",
+                     "; ".join(parts)))
+        a = accuracy[(accuracy["variant"] == variant) & (accuracy["mask"] == "own_mask")]
+        per_seed = a.groupby("seed")["accuracy"].mean()
+        rows.append((f"permuted MNIST ({variant} init): test accuracy with its mask, mean over tasks",
+                     "high", _ms(per_seed, True)))
+    total = sharing[(sharing["layer"] == TOTAL) & (sharing["task"] > 0)]
+    if {"normal", "used2_new-1"} <= set(total["variant"]):
+        per = total.groupby(["variant", "seed"])["shared_fraction"].mean()
+        rows.append((f"permuted MNIST: total sharing (layers 2-4), mean over tasks 1-{int(total['task'].max())}, "
+                     "normal vs used 2 / new -1 init",
+                     "more sharing with used 2 / new -1 (Fig. 15b)",
+                     f"{_ms(per['normal'], True, 0)} vs {_ms(per['used2_new-1'], True, 0)}"))
+    return rows
+
+
 def markdown(results: str | Path) -> str:
     results = Path(results)
     rows = []
-    for part in (addmul_rows, double_add_rows, sweep_rows):
+    for part in (addmul_rows, double_add_rows, sweep_rows, permuted_mnist_rows):
         try:
             rows += part(results)
         except FileNotFoundError:

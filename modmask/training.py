@@ -36,6 +36,8 @@ class TrainSettings:
     temperature: float = 1.0
     initial_logit: float = 2.0
     kernels: str = "auto"
+    # weights and masks trained together (train_jointly): the weights' learning rate (None: lr)
+    weight_lr: float | None = None
 
     @classmethod
     def from_config(cls, block: dict, **overrides) -> "TrainSettings":
@@ -117,15 +119,16 @@ def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Che
               progress: Callable[[], dict] | None = None) -> History:
     history = History()
     start_step = 0
+    running = 0.0  # loss summed since the last log line, so that a resumed run logs the same averages
+    count = 0
     saved = checkpoint.load(log)
     if saved is not None:
         for key, obj in stateful.items():
             obj.load_state_dict(saved[key])
         history.rows = saved["history"]
         start_step = saved["step"]
+        running, count = saved.get("running", 0.0), saved.get("count", 0)
     started = time.perf_counter()
-    running = 0.0
-    count = 0
     for step in range(start_step + 1, settings.steps + 1):
         loss = step_fn()
         if not math.isfinite(loss):
@@ -143,7 +146,8 @@ def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Che
                      running / count, details + " " if details else "", done / max(elapsed, 1e-9), eta)
             running, count = 0.0, 0
         checkpoint.maybe_save(step, settings.steps, lambda: {
-            **{k: obj.state_dict() for k, obj in stateful.items()}, "history": history.rows})
+            **{k: obj.state_dict() for k, obj in stateful.items()}, "history": history.rows,
+            "running": running, "count": count})
     checkpoint.remove()
     return history
 
@@ -214,3 +218,61 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
     history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
                         log, "mask", progress)
     return mask, history
+
+
+def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, loss_fn: Callable,
+                  settings: TrainSettings, frozen: dict[str, torch.Tensor] | None = None, seed: int = 0,
+                  checkpoint_path=None, identity: str = "", log: logging.Logger = LOG) -> History:
+    """Train a network's weights and a mask over them together (permuted MNIST, paper section 3.3).
+
+    Every step runs the K mask samples in one vectorised pass of :class:`MaskedModel` with
+    ``train_weights=True``; a fresh Adam holds the weights (``weight_lr``, default ``lr``) and the
+    mask's logits (``lr``). The loss is the task loss plus ``beta * sum(logits) / batch_size``.
+
+    ``frozen`` maps parameter names to bool tensors: those entries never change. Their gradient is
+    zeroed before clipping and the optimiser step (so they neither count in the clipping norm nor
+    build up Adam moments), and after each step they are copied back from a snapshot taken at the
+    start, so no optimiser feature (momentum, weight decay) can move them: they stay bit-identical.
+    """
+    if settings.batch_size % settings.mask_samples:
+        raise ValueError(f"batch_size {settings.batch_size} is not divisible by mask_samples {settings.mask_samples}")
+    params = dict(model.named_parameters())
+    frozen = {n: f.to(params[n].device, torch.bool) for n, f in (frozen or {}).items() if bool(f.any())}
+    unknown = [n for n in frozen if n not in params]
+    if unknown:
+        raise KeyError(f"frozen entries for parameters the model lacks: {unknown}")
+    snapshot = {n: params[n].detach().clone() for n in frozen}
+    model.train()
+    masked = MaskedModel(model, mask, settings.mask_samples, settings.temperature, seed=seed,
+                         kernels=settings.kernels, train_weights=True)
+    weights = [p for p in model.parameters() if p.requires_grad]
+    logits = mask.trainable_parameters()
+    optimizer = torch.optim.Adam([{"params": weights, "lr": settings.weight_lr or settings.lr},
+                                  {"params": logits, "lr": settings.lr}])
+
+    def step():
+        inputs, targets = sampler()
+        optimizer.zero_grad(set_to_none=True)
+        task_loss = loss_fn(masked(inputs), targets)
+        loss = task_loss + masked.regularizer(settings.beta, settings.batch_size)
+        loss.backward()
+        for name, bits in frozen.items():
+            if params[name].grad is not None:
+                params[name].grad.masked_fill_(bits, 0.0)
+        if settings.grad_clip:
+            nn.utils.clip_grad_norm_(weights + logits, settings.grad_clip)
+        optimizer.step()
+        with torch.no_grad():
+            for name, bits in frozen.items():
+                params[name].copy_(torch.where(bits, snapshot[name], params[name]))
+        return task_loss.item()
+
+    def progress():
+        kept = sum(int((mask.logit(n) > 0).sum()) for n in mask.names)
+        return {"kept": kept / mask.numel()}
+
+    stateful = {"model": model, "mask": mask, "optimizer": optimizer, "sampler": sampler, "noise": masked.noise}
+    history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
+                        log, "joint", progress)
+    model.eval()
+    return history

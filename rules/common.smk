@@ -3,19 +3,37 @@ import json
 
 from modmask import experiments
 
-from modmask.config import all_architectures, seeds, stage_settings, sweep_mask_settings
+from modmask.config import network_spec, seeds, stage_settings, sweep_mask_settings
 from modmask.io import code_version, stable_hash
 
 EXPERIMENTS = list(config["experiments"])
 # Every experiment's evaluation writes the same tables (their columns differ by experiment).
 TABLES = ["accuracy", "confusion", "layers", "sharing", "histogram"]
 # Library modules each stage runs; editing one re-runs the stages that use it and no others.
+# The data and experiment modules of these experiments, named one by one so that permuted MNIST's
+# (data.mnist, experiments.permuted_mnist; rules/permuted_mnist.smk) do not re-run them.
+STANDARD = ("data.__init__", "data.addmul", "data.digits", "data.double_add", "experiments.__init__",
+            "experiments.addmul", "experiments.double_add")
 CODE = {
-    "data": code_version("data", "experiments", "io", "pipeline"),
-    "pretrain": code_version("models", "training", "data", "experiments", "io", "pipeline"),
-    "mask": code_version("gumbel", "masks", "masked_model", "models", "training", "data", "experiments", "io", "pipeline"),
-    "evaluate": code_version("masks", "masked_model", "metrics", "models", "data", "experiments", "io", "pipeline"),
+    "data": code_version(*STANDARD, "io", "pipeline"),
+    "pretrain": code_version("models", "training", *STANDARD, "io", "pipeline"),
+    "mask": code_version("gumbel", "masks", "masked_model", "models", "training", *STANDARD, "io", "pipeline"),
+    "evaluate": code_version("masks", "masked_model", "metrics", "models", *STANDARD, "io", "pipeline"),
 }
+
+
+def job_resources(stage):
+    """Resources of one job of ``stage`` from the config's ``resources`` block (the stage's entry over
+    ``default``): ``runtime`` (minutes), ``mem_mb``, ``cpus`` (as ``cpus_per_task``, for SLURM) and
+    ``gpu``, which the SLURM executor turns into ``--gpus`` and which ``--resources gpu=N`` limits
+    locally. Jobs that run on the CPU (``device: cpu``) take no GPU."""
+    blocks = config.get("resources", {})
+    block = {**blocks.get("default", {}), **blocks.get(stage, {})}
+    resources = {key: block[key] for key in ("runtime", "mem_mb") if key in block}
+    if "cpus" in block:
+        resources["cpus_per_task"] = block["cpus"]
+    resources["gpu"] = 0 if config["device"] == "cpu" else block.get("gpu", 0)
+    return resources
 
 
 def figure_code(plot_module):
@@ -49,7 +67,7 @@ def mask_settings(wildcards):
 
 
 def architecture_spec(wildcards):
-    return all_architectures(experiment_config(wildcards))[wildcards.arch]
+    return network_spec(experiment_config(wildcards), wildcards.arch)
 
 
 def variant_tasks(wildcards):

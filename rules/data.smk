@@ -5,6 +5,8 @@ rule generate_data:
     params:
         settings=lambda wc: settings_json(experiment_config(wc).get("data", {})),
         code=CODE["data"],
+    resources:
+        **job_resources("generate_data"),
     log:
         f"{RESULTS}/logs/data/{{experiment}}.log",
     conda:

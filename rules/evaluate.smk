@@ -15,13 +15,17 @@ rule evaluate:
         code=CODE["evaluate"],
     threads: config["threads"]
     resources:
-        gpu=1,
+        **job_resources("evaluate"),
     log:
         f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/evaluate.log",
     conda:
         "../envs/modmask.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+# Concatenating small tables: on a cluster, run on the submitting node instead of as SLURM jobs.
+localrules: collect_table, collect_sweep_table
 
 
 rule collect_table:
@@ -32,6 +36,8 @@ rule collect_table:
         f"{RESULTS}/{{experiment}}/{{table}}.parquet",
     wildcard_constraints:
         table="|".join(TABLES),
+    resources:
+        **job_resources("collect"),
     log:
         f"{RESULTS}/logs/{{experiment}}/collect_{{table}}.log",
     conda:
@@ -48,6 +54,8 @@ rule collect_sweep_table:
         f"{RESULTS}/{{experiment}}/sweeps/{{table}}.parquet",
     wildcard_constraints:
         table="|".join(TABLES),
+    resources:
+        **job_resources("collect"),
     log:
         f"{RESULTS}/logs/{{experiment}}/collect_sweeps_{{table}}.log",
     conda:

@@ -4,10 +4,18 @@ rule figures_experiment:
     input:
         **{table: f"{RESULTS}/{{experiment}}/{table}.parquet" for table in TABLES},
     output:
-        directory(f"{FIGURES}/{{experiment}}"),
+        report(
+            directory(f"{FIGURES}/{{experiment}}"),
+            patterns=["{figure}.png"],
+            caption="../report/experiment.rst",
+            category="{experiment}",
+            labels={"figure": "{figure}"},
+        ),
     params:
         scale=config["scale"],
         code=lambda wc: figure_code(wc.experiment),
+    resources:
+        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/{{experiment}}.log",
     conda:
@@ -21,9 +29,17 @@ rule figures_sweeps:
     input:
         **{table: f"{RESULTS}/addmul/sweeps/{table}.parquet" for table in ["accuracy", "sharing", "layers"]},
     output:
-        directory(f"{FIGURES}/sweeps"),
+        report(
+            directory(f"{FIGURES}/sweeps"),
+            patterns=["{figure}.png"],
+            caption="../report/sweeps.rst",
+            category="sweeps",
+            labels={"figure": "{figure}"},
+        ),
     params:
         code=figure_code("sweeps"),
+    resources:
+        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/sweeps.log",
     conda:
@@ -37,9 +53,17 @@ rule figures_histogram:
     input:
         [f"{RESULTS}/{experiment}/histogram.parquet" for experiment in EXPERIMENTS],
     output:
-        directory(f"{FIGURES}/histogram"),
+        report(
+            directory(f"{FIGURES}/histogram"),
+            patterns=["{figure}.png"],
+            caption="../report/histogram.rst",
+            category="histogram",
+            labels={"figure": "{figure}"},
+        ),
     params:
         code=figure_code("histogram"),
+    resources:
+        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/histogram.log",
     conda:
@@ -53,10 +77,13 @@ rule summary:
     input:
         [f"{RESULTS}/{experiment}/{table}.parquet" for experiment in EXPERIMENTS for table in TABLES],
         [f"{RESULTS}/{e}/sweeps/{t}.parquet" for e in SWEEP_EXPERIMENTS for t in ["sharing", "layers"]],
+        [f"{RESULTS}/permuted_mnist/{t}.parquet" for t in ["sharing", "accuracy"]] if config.get("permuted_mnist") else [],
     output:
-        f"{RESULTS}/summary.md",
+        report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="summary"),
     params:
         code=code_version("summary", "metrics"),
+    resources:
+        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/summary.log",
     conda:
@@ -65,15 +92,21 @@ rule summary:
         "../scripts/summary.py"
 
 
+localrules: figures_all
+
+
 rule figures_all:
     """Every figure of the chosen scale; the output lists them."""
     input:
         [f"{FIGURES}/{experiment}" for experiment in EXPERIMENTS],
         [f"{FIGURES}/sweeps"] if "addmul" in SWEEP_EXPERIMENTS else [],
         f"{FIGURES}/histogram",
+        [f"{FIGURES}/permuted_mnist"] if config.get("permuted_mnist") else [],
         f"{RESULTS}/summary.md",
     output:
         f"{FIGURES}/all",
+    resources:
+        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/all.log",
     conda:

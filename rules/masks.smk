@@ -12,7 +12,7 @@ rule train_mask:
         code=CODE["mask"],
     threads: config["threads"]
     resources:
-        gpu=1,
+        **job_resources("mask"),
     log:
         f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/mask_{{task}}.log",
     conda:

@@ -12,7 +12,7 @@ rule pretrain:
         code=CODE["pretrain"],
     threads: config["threads"]
     resources:
-        gpu=1,
+        **job_resources("pretrain"),
     log:
         f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/pretrain.log",
     conda:

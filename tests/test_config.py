@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modmask.config import ConfigError, deep_merge, load_config, seeds, stage_settings, validate_config
+from modmask.config import ConfigError, deep_merge, load_config, network_spec, seeds, stage_settings, validate_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -63,6 +63,8 @@ def test_architecture_overrides_apply_per_stage():
     validate_config(config)
     assert stage_settings(config["experiments"]["addmul"], "lstm", "mask")["beta"] == 3e-5
     assert stage_settings(config["experiments"]["addmul"], "fnn", "mask")["beta"] == 1e-4
+    # the network itself is the same with or without a stage override: no retraining for a mask change
+    assert network_spec(config["experiments"]["addmul"], "lstm") == {"model": "lstm", "hidden": 256, "steps": 3}
 
 
 def test_deep_merge_replaces_lists_and_merges_dicts():

@@ -96,3 +96,31 @@ def test_nan_loss_stops_with_a_message():
     with pytest.raises(FloatingPointError, match="loss became nan at step 1"):
         train_network(net, BatchSampler([x, y], 64, seed=0), lambda o, t: o.sum() * float("nan"),
                       TrainSettings(steps=3))
+
+
+def test_resumed_run_logs_the_same_history_when_checkpoints_fall_between_log_lines(tmp_path):
+    # Checkpoint every 10 steps, log every 20: a crash at step 15 resumes from step 10, and the loss
+    # averaged over steps 1-20 must still include steps 1-10.
+    net, x, y = trained_net()
+    settings = TrainSettings(steps=40, lr=1e-2, batch_size=64, checkpoint_every=10, log_every=20)
+
+    def run(checkpoint, crash_at=None):
+        calls = {"n": 0}
+
+        def loss(out, target):
+            calls["n"] += 1
+            if calls["n"] == crash_at:
+                raise Crash()
+            return nn.functional.cross_entropy(out, target)
+
+        return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
+                          checkpoint_path=checkpoint, identity="run")
+
+    reference, ref_history = run(None)
+    checkpoint = tmp_path / "mask.ckpt"
+    with pytest.raises(Crash):
+        run(checkpoint, crash_at=15)
+    resumed, history = run(checkpoint)
+    assert history.rows == ref_history.rows
+    for name in reference.names:
+        assert torch.equal(reference.logit(name), resumed.logit(name)), name

@@ -14,9 +14,16 @@ REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask"]
 
 
+# The local MNIST copy (tests never download); the workflow runs in a temporary copy of the
+# repository, so the relative path of config/smoke.yaml is replaced by an absolute one.
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+LOCAL_DATA = "local_data.yaml"
+
+
 def snakemake(workdir: Path, *args: str, extra_config: Path | None = None, check: bool = True):
     """Run Snakemake at smoke scale; ``extra_config`` overrides on top of config/smoke.yaml."""
-    configs = ["config/smoke.yaml"] + ([str(extra_config)] if extra_config else [])
+    local = [LOCAL_DATA] if (workdir / LOCAL_DATA).exists() else []
+    configs = ["config/smoke.yaml", *local] + ([str(extra_config)] if extra_config else [])
     # --configfile takes several files, so it goes last, after the targets.
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", *configs]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
@@ -45,6 +52,7 @@ def workflow(tmp_path_factory) -> Path:
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, workdir / name)
+    (workdir / LOCAL_DATA).write_text(f"permuted_mnist:\n  data:\n    mnist_dir: {MNIST_DIR}\n")
     first = snakemake(workdir, "figures/all")
     (workdir / "first_run.txt").write_text(first.stdout + first.stderr)
     return workdir
@@ -56,6 +64,7 @@ FIGURES = {
     "double_add": ["fig02_accuracy_masks_inverted", "fig13_sharing_per_layer", "fig14_lstm_one_pair_at_a_time"],
     "sweeps": ["fig08_beta_sensitivity", "fig09_network_size"],
     "histogram": ["fig07_mask_probability_histogram"],
+    "permuted_mnist": ["fig03_sharing_normal_init", "fig15_a_sharing_used2_new0", "fig15_b_sharing_used2_new-1"],
 }
 
 
@@ -155,3 +164,58 @@ def test_beta_sweep_reuses_networks_and_double_add_tables(workflow):
     per_mask = histogram.groupby(["arch", "seed", "mask"])["count"].sum()
     fnn_weights = 42 * 32 + 32 * 32 + 32 * 20
     assert set(per_mask.xs("fnn", level="arch")) == {fnn_weights}
+
+
+def test_report_is_one_html_file_with_every_figure_captioned(workflow, tmp_path):
+    """`snakemake --report` after the smoke run: one self-contained HTML file, every figure embedded
+    byte for byte, each captioned with the paper figure it reproduces."""
+    import base64
+    import json
+
+    if not (workflow / "report").exists():  # the captions, beside the copied Snakefile
+        shutil.copytree(REPO / "report", workflow / "report")
+    report = tmp_path / "report.html"
+    snakemake(workflow, "figures/all", "--report", str(report))
+    html = report.read_text()
+    # self-contained: nothing loaded from elsewhere
+    assert not re.findall(r"<(?:script|link|img)\b[^>]*\b(?:src|href)=\"(?!data:)[^\"]*\"", html)
+    entries = json.loads(re.search(r"var results = (\{.*?\});?\s*</script>", html, re.S).group(1))
+    expected = {f"figures/{folder}/{stem}.png" for folder, stems in FIGURES.items() for stem in stems}
+    assert expected <= set(entries), sorted(expected - set(entries))
+    for path in expected:
+        entry = entries[path]
+        data = base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
+        assert data == (workflow / path).read_bytes(), path
+        number = int(re.match(r"fig(\d+)_", Path(path).name).group(1))
+        assert re.search(rf"Reproduces paper Fig\. {number}\b", entry["caption"]), (path, entry["caption"])
+    assert "results/smoke/summary.md" in entries
+    assert "smoke" in html  # the workflow description names the scale
+
+
+def test_permuted_mnist_tables_are_tidy_with_provenance(workflow):
+    results = workflow / "results" / "smoke" / "permuted_mnist"
+    sharing = pd.read_parquet(results / "sharing.parquet")
+    variants = {"normal", "used2_new0", "used2_new-1"}
+    # 3 variants x 2 seeds x 5 tasks x (4 weights + 4 biases + the total row)
+    assert len(sharing) == 3 * 2 * 5 * 9 and set(sharing["variant"]) == variants
+    for column in ("experiment", "scale", "variant", "seed", "config_hash", "code_version"):
+        assert sharing[column].notna().all(), column
+    assert (sharing.loc[sharing["task"] == 0, "shared"] == 0).all()  # nothing to share with yet
+    assert sharing["shared_fraction"].dropna().between(0, 1).all()
+    accuracy = pd.read_parquet(results / "accuracy.parquet")
+    assert len(accuracy) == 3 * 2 * 5 * 2 and accuracy["accuracy"].between(0, 1).all()
+    layers = pd.read_parquet(results / "layers.parquet")
+    assert (layers.loc[layers["layer"].str.startswith("layers.0."), "frozen"] == 0).all()
+    assert set(layers.loc[layers["layer"] == "layers.0.weight", "size"]) == {784 * 24}
+    # the config hash differs between variants (their mask init), not between seeds
+    assert sharing.groupby("variant")["config_hash"].nunique().eq(1).all()
+    assert sharing["config_hash"].nunique() == 3
+
+
+def test_missing_mnist_stops_with_the_file_and_path_named(workflow, tmp_path):
+    override = tmp_path / "nomnist.yaml"
+    override.write_text(f"permuted_mnist:\n  data:\n    mnist_dir: {tmp_path / 'nowhere'}\n")
+    result = snakemake(workflow, "results/smoke/permuted_mnist/normal/seed0/run.pt", "--dry-run",
+                       extra_config=override, check=False)
+    assert result.returncode != 0
+    assert f"{tmp_path / 'nowhere'}/train-images-idx3-ubyte.gz" in result.stdout + result.stderr

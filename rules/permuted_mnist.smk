@@ -1,0 +1,99 @@
+# Permuted MNIST transfer (paper section 3.3, Fig. 3 and 15). Its procedure differs from the
+# pretrain-then-mask experiments (weights and masks train together, task after task), so its
+# config is a top-level block, `permuted_mnist`, and it has rules of its own: one job per
+# (variant, seed) runs all tasks in order, one job collects the tables, one draws the figures.
+import re
+
+from modmask import transfer
+from modmask.data import mnist as mnist_data
+
+PM = config.get("permuted_mnist")
+PM_TABLES = ["sharing", "layers", "accuracy"]
+PM_CODE = {
+    "run": code_version("data.mnist", "experiments.permuted_mnist", "transfer", "training", "gumbel", "masks",
+                        "masked_model", "models", "metrics", "io"),
+    "tables": code_version("experiments.permuted_mnist", "transfer", "io"),
+}
+
+
+if PM:
+    MNIST_DIR = PM["data"]["mnist_dir"]
+
+    rule permuted_mnist_run:
+        """All tasks of one (variant, seed): weights and masks train together, used weights freeze."""
+        input:
+            [f"{MNIST_DIR}/{name}" for name in mnist_data.FILES.values()],
+        output:
+            run=f"{RESULTS}/permuted_mnist/{{pm_variant}}/seed{{seed}}/run.pt",
+        wildcard_constraints:
+            pm_variant="|".join(re.escape(v) for v in PM["variants"]),
+        params:
+            settings=lambda wc: settings_json(transfer.run_settings(PM, wc.pm_variant)),
+            provenance=lambda wc: transfer.provenance(PM, wc.pm_variant, wc.seed, config["scale"], PM_CODE["run"]),
+            code=PM_CODE["run"],
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        log:
+            f"{RESULTS}/logs/permuted_mnist/{{pm_variant}}/seed{{seed}}/run.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/permuted_mnist_run.py"
+
+    rule permuted_mnist_tables:
+        """Tidy tables over all variants and seeds: sharing and capacity per task and layer, accuracy per task."""
+        input:
+            [f"{RESULTS}/permuted_mnist/{v}/seed{seed}/run.pt" for v in PM["variants"] for seed in seeds(PM)],
+        output:
+            **{table: f"{RESULTS}/permuted_mnist/{table}.parquet" for table in PM_TABLES},
+        params:
+            code=PM_CODE["tables"],
+        resources:
+            **job_resources("collect"),
+        log:
+            f"{RESULTS}/logs/permuted_mnist/tables.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/permuted_mnist_tables.py"
+
+    rule figures_permuted_mnist:
+        """Paper Fig. 3 (normal mask init) and Fig. 15 a, b (used weights start at 2, new ones at 0 / -1)."""
+        input:
+            **{table: f"{RESULTS}/permuted_mnist/{table}.parquet" for table in PM_TABLES},
+        output:
+            report(
+                directory(f"{FIGURES}/permuted_mnist"),
+                patterns=["{figure}.png"],
+                caption="../report/permuted_mnist.rst",
+                category="permuted_mnist",
+                labels={"figure": "{figure}"},
+            ),
+        params:
+            code=figure_code("permuted_mnist"),
+        resources:
+            **job_resources("figures"),
+        log:
+            f"{RESULTS}/logs/figures/permuted_mnist.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/figures_permuted_mnist.py"
+
+    if PM["data"].get("download", False):
+
+        rule download_mnist:
+            """Fetch one MNIST archive from the mirror and verify it (only with data.download: true)."""
+            output:
+                f"{MNIST_DIR}/{{mnist_file}}",
+            wildcard_constraints:
+                mnist_file="|".join(re.escape(name) for name in mnist_data.FILES.values()),
+            params:
+                url=PM["data"].get("mirror", mnist_data.MIRROR),
+            log:
+                f"{RESULTS}/logs/permuted_mnist/download_{{mnist_file}}.log",
+            conda:
+                "../envs/modmask.yaml"
+            script:
+                "../scripts/download_mnist.py"

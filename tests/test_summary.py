@@ -1,0 +1,43 @@
+"""The findings table is computed from Parquet tables: check it on small hand-made tables."""
+from __future__ import annotations
+
+import pandas as pd
+
+from modmask.summary import double_add_rows
+
+
+def _layers(arch: str, sizes: list[int]) -> list[dict]:
+    rows = [{"arch": arch, "seed": 0, "mask": "pair1", "layer": f"l{i}", "layer_index": i, "size": size}
+            for i, size in enumerate(sizes)]
+    return rows + [{"arch": arch, "seed": 0, "mask": "pair1", "layer": "total", "layer_index": len(sizes),
+                    "size": sum(sizes)}]
+
+
+def _sharing(arch: str, values: dict[int, float], masks=("a", "b")) -> list[dict]:
+    return [{"arch": arch, "seed": seed, "mask": mask, "layer": "total", "shared_fraction": value}
+            for seed, value in values.items() for mask in masks]
+
+
+def test_double_add_sharing_is_compared_with_the_add_mul_network_of_the_same_inner_size(tmp_path):
+    (tmp_path / "double_add").mkdir()
+    (tmp_path / "addmul").mkdir()
+    accuracy = [{"arch": arch, "seed": seed, "mask": mask, "inverted": inverted, "pair": pair, "accuracy": 0.5}
+                for arch in ("wide", "odd") for seed in (0, 1)
+                for mask, inverted in (("none", False), ("pair1", True), ("pair2", True)) for pair in (1, 2)]
+    pd.DataFrame(accuracy).to_parquet(tmp_path / "double_add" / "accuracy.parquet")
+    # Input/output layers differ from add/mul's (80 vs 42 inputs), the inner 800 x 800 matrix is the same.
+    pd.DataFrame(_layers("wide", [80 * 800, 800 * 800, 800 * 40]) + _layers("odd", [80 * 7, 7 * 7, 7 * 40])
+                 ).to_parquet(tmp_path / "double_add" / "layers.parquet")
+    pd.DataFrame(_sharing("wide", {0: 0.10, 1: 0.30}, ("pair1", "pair2")) + _sharing("odd", {0: 0.2, 1: 0.2})
+                 ).to_parquet(tmp_path / "double_add" / "sharing.parquet")
+    pd.DataFrame(_layers("fnn", [42 * 800, 800 * 800, 800 * 20]) + _layers("big", [42 * 900, 900 * 900, 900 * 20])
+                 ).to_parquet(tmp_path / "addmul" / "layers.parquet")
+    pd.DataFrame(_sharing("fnn", {0: 0.40, 1: 0.60}, ("add", "mul")) + _sharing("big", {0: 0.9})
+                 ).to_parquet(tmp_path / "addmul" / "sharing.parquet")
+
+    rows = {finding: ours for finding, _, ours in double_add_rows(tmp_path)}
+    # mean over seeds of 10% and 30% is 20%, std 14%; add/mul fnn: 40%, 60% -> 50% +- 14%
+    assert rows["double add wide: total sharing (mean of both masks) vs add/mul fnn (same size)"] == \
+        "20% ± 14% vs 50% ± 14%"
+    assert rows["double add odd: total sharing (mean of both masks); no add/mul network of this size"] == "20% ± 0%"
+    assert rows["double add wide: pair-1 mask inverted, accuracy on pair 1 / pair 2"] == "50.0% ± 0.0% / 50.0% ± 0.0%"
