@@ -15,7 +15,9 @@ from modmask.experiments import permuted_mnist as pm
 from modmask.masks import BinaryMask, WeightMask
 from modmask.training import BatchSampler, TrainSettings, train_jointly
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+from local_data import shared_data
+
+SHARED_MNIST = shared_data("mnist")
 LOG = logging.getLogger("test")
 
 

@@ -10,13 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from local_data import shared_data
+
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask"]
 
 
 # The local MNIST copy (tests never download); the workflow runs in a temporary copy of the
 # repository, so the relative path of config/smoke.yaml is replaced by an absolute one.
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+MNIST_DIR = shared_data("mnist")
 LOCAL_DATA = "local_data.yaml"
 
 
@@ -26,7 +28,7 @@ def snakemake(workdir: Path, *args: str, extra_config: Path | None = None, check
     configs = ["config/smoke.yaml", *local] + ([str(extra_config)] if extra_config else [])
     # --configfile takes several files, so it goes last, after the targets.
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", *configs]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=2700)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
@@ -219,3 +221,9 @@ def test_missing_mnist_stops_with_the_file_and_path_named(workflow, tmp_path):
                        extra_config=override, check=False)
     assert result.returncode != 0
     assert f"{tmp_path / 'nowhere'}/train-images-idx3-ubyte.gz" in result.stdout + result.stderr
+
+
+def test_summary_compares_double_add_with_the_same_size_add_mul_network(workflow):
+    text = (workflow / "results" / "smoke" / "summary.md").read_text()
+    for arch, other in (("fnn", "fnn"), ("lstm", "lstm"), ("lstm_seq", "lstm")):
+        assert f"double add {arch}: total sharing (mean of both masks) vs add/mul {other} (same size)" in text
