@@ -56,12 +56,13 @@ def addmul_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _inner_layer_sizes(layers: pd.DataFrame, arch: str) -> tuple[int, ...]:
-    """Sizes of an architecture's weight matrices except the first and last: "the same size" compares
-    these, since the input and output layers differ between experiments."""
+def _inner_layer_sizes(layers: pd.DataFrame, arch: str) -> tuple[tuple[str, int], ...]:
+    """Names and sizes of an architecture's weight matrices except the first and last: "the same
+    size" compares these, since the input and output layers differ between experiments (the names
+    tell an FNN's hidden layer from an LSTM's recurrent map of the same size)."""
     own = layers[(layers["arch"] == arch) & (layers["layer"] != TOTAL)]
-    sizes = own.drop_duplicates("layer").sort_values("layer_index")["size"].tolist()
-    return tuple(sizes[1:-1])
+    own = own.drop_duplicates("layer").sort_values("layer_index")
+    return tuple(zip(own["layer"], own["size"]))[1:-1]
 
 
 def double_add_rows(results: Path) -> list[tuple[str, str, str]]:

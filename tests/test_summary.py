@@ -30,7 +30,9 @@ def test_double_add_sharing_is_compared_with_the_add_mul_network_of_the_same_inn
                  ).to_parquet(tmp_path / "double_add" / "layers.parquet")
     pd.DataFrame(_sharing("wide", {0: 0.10, 1: 0.30}, ("pair1", "pair2")) + _sharing("odd", {0: 0.2, 1: 0.2})
                  ).to_parquet(tmp_path / "double_add" / "sharing.parquet")
-    pd.DataFrame(_layers("fnn", [42 * 800, 800 * 800, 800 * 20]) + _layers("big", [42 * 900, 900 * 900, 900 * 20])
+    # "lstm" has an inner matrix of the same size as "wide"'s, but under another name: not the same network
+    lstm = [dict(row, layer=row["layer"].replace("l1", "recurrent")) for row in _layers("lstm", [42 * 3, 800 * 800, 5])]
+    pd.DataFrame(_layers("fnn", [42 * 800, 800 * 800, 800 * 20]) + lstm + _layers("big", [42 * 900, 900 * 900, 900 * 20])
                  ).to_parquet(tmp_path / "addmul" / "layers.parquet")
     pd.DataFrame(_sharing("fnn", {0: 0.40, 1: 0.60}, ("add", "mul")) + _sharing("big", {0: 0.9})
                  ).to_parquet(tmp_path / "addmul" / "sharing.parquet")
