@@ -1,7 +1,9 @@
-"""Where the tests find the local data copies (they never download)."""
+"""What the workflow tests share: where the local data copies are (they never download), and a
+copy of the workflow to run in."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,3 +16,15 @@ def shared_data(name: str) -> Path:
     if os.environ.get("MODMASK_DATA"):
         candidates.insert(0, Path(os.environ["MODMASK_DATA"]) / name)
     return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def copy_workflow(destination: Path, names) -> Path:
+    """Copy the repository entries ``names`` into ``destination`` (created if missing)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, destination / name)
+    return destination

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+
+from local_data import copy_workflow
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask", "profiles"]
@@ -37,12 +38,7 @@ experiments:
 
 def make_workflow(path: Path) -> Path:
     path.mkdir()
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, path / name)
+    copy_workflow(path, WORKFLOW_FILES)
     (path / "resume.yaml").write_text(OVERRIDE)
     return path
 

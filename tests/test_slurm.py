@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import test_workflow
+from local_data import copy_workflow
 
 # the same figures and workflow copy as the local smoke run in test_workflow.py, plus the profiles
 FIGURES = test_workflow.FIGURES
@@ -227,14 +228,7 @@ def test_slurm_gives_jobs_their_own_fake_gpu(slurm, tmp_path):
 
 
 def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
-    workdir = tmp_path / "workflow"
-    workdir.mkdir()
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, workdir / name)
+    workdir = copy_workflow(tmp_path / "workflow", WORKFLOW_FILES)
     # device auto: the training and evaluation jobs ask SLURM for a GPU (and run on the CPU, where none is)
     settings = "device: auto\n"
     mnist = getattr(test_workflow, "MNIST_DIR", None)  # local data of experiments that read files

@@ -62,21 +62,26 @@ class Crash(Exception):
     pass
 
 
+def train_mask_crashing(net, x, y, settings, checkpoint, crash_at=None):
+    """Mask training whose loss raises Crash at its ``crash_at``-th call (None: never)."""
+    calls = {"n": 0}
+
+    def loss(out, target):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise Crash()
+        return nn.functional.cross_entropy(out, target)
+
+    return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
+                      checkpoint_path=checkpoint, identity="run")
+
+
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     net, x, y = trained_net()
     settings = TrainSettings(steps=40, lr=1e-2, batch_size=64, checkpoint_every=10, log_every=10)
 
     def run(checkpoint, crash_at=None):
-        calls = {"n": 0}
-
-        def loss(out, target):
-            calls["n"] += 1
-            if calls["n"] == crash_at:
-                raise Crash()
-            return nn.functional.cross_entropy(out, target)
-
-        return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
-                          checkpoint_path=checkpoint, identity="run")
+        return train_mask_crashing(net, x, y, settings, checkpoint, crash_at)
 
     reference, ref_history = run(None)
     checkpoint = tmp_path / "mask.ckpt"
@@ -105,16 +110,7 @@ def test_resumed_run_logs_the_same_history_when_checkpoints_fall_between_log_lin
     settings = TrainSettings(steps=40, lr=1e-2, batch_size=64, checkpoint_every=10, log_every=20)
 
     def run(checkpoint, crash_at=None):
-        calls = {"n": 0}
-
-        def loss(out, target):
-            calls["n"] += 1
-            if calls["n"] == crash_at:
-                raise Crash()
-            return nn.functional.cross_entropy(out, target)
-
-        return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
-                          checkpoint_path=checkpoint, identity="run")
+        return train_mask_crashing(net, x, y, settings, checkpoint, crash_at)
 
     reference, ref_history = run(None)
     checkpoint = tmp_path / "mask.ckpt"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from local_data import shared_data
+from local_data import copy_workflow, shared_data
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask"]
@@ -47,13 +47,7 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow")
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, workdir / name)
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"), WORKFLOW_FILES)
     (workdir / LOCAL_DATA).write_text(f"permuted_mnist:\n  data:\n    mnist_dir: {MNIST_DIR}\n")
     first = snakemake(workdir, "figures/all")
     (workdir / "first_run.txt").write_text(first.stdout + first.stderr)
