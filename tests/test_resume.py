@@ -21,7 +21,6 @@ import torch
 
 from local_data import copy_workflow
 
-REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask", "profiles"]
 RUN = "results/smoke/addmul/fnn/seed0"
 NETWORK = f"{RUN}/network.pt"

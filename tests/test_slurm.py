@@ -26,7 +26,6 @@ from local_data import copy_workflow
 
 # the same figures and workflow copy as the local smoke run in test_workflow.py, plus the profiles
 FIGURES = test_workflow.FIGURES
-REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = list(dict.fromkeys([*test_workflow.WORKFLOW_FILES, "report", "profiles"]))
 DAEMONS = ["munged", "slurmctld", "slurmd"]
 CLIENTS = ["munge", "sbatch", "srun", "squeue", "scontrol", "sinfo", "scancel"]
