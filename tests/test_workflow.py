@@ -221,3 +221,38 @@ def test_summary_compares_double_add_with_the_same_size_add_mul_network(workflow
     text = (workflow / "results" / "smoke" / "summary.md").read_text()
     for arch, other in (("fnn", "fnn"), ("lstm", "lstm"), ("lstm_seq", "lstm")):
         assert f"double add {arch}: total sharing (mean of both masks) vs add/mul {other} (same size)" in text
+
+
+SCAN_SIZES = {"simple": (16728, 4182), "length": (16990, 3920), "addprim_jump": (14670, 7706),
+              "addprim_turn_left": (21890, 1208)}
+
+
+def test_scan_data_rule_writes_every_split_with_the_released_sizes(workflow):
+    snakemake(workflow, "scan_data")
+    for split, sizes in SCAN_SIZES.items():
+        tables = [pd.read_parquet(workflow / "results" / "smoke" / "data" / "scan" / split / f"{part}.parquet")
+                  for part in ("train", "test")]
+        assert tuple(len(t) for t in tables) == sizes, split
+        assert all(list(t.columns) == ["command", "actions"] for t in tables)
+    jump = pd.read_parquet(workflow / "results" / "smoke" / "data" / "scan" / "addprim_jump" / "train.parquet")
+    assert (jump["command"] == "jump").sum() == 1467 and (jump.loc[jump["command"] == "jump", "actions"] == "I_JUMP").all()
+
+
+def test_scan_data_rule_reads_official_files_when_configured(workflow, tmp_path):
+    from modmask.data import scan
+
+    official = tmp_path / "scan_release"
+    official.mkdir()
+    train = pd.DataFrame({"command": ["jump twice", "walk left"], "actions": ["I_JUMP I_JUMP", "I_TURN_LEFT I_WALK"]})
+    test = pd.DataFrame({"command": ["run after look"], "actions": ["I_LOOK I_RUN"]})
+    train_file, test_file = (Path(name).name for name in scan.OFFICIAL_FILES["length"])
+    (official / train_file).write_text(scan.to_official_text(train))
+    (official / test_file).write_text(scan.to_official_text(test))
+    override = tmp_path / "official.yaml"
+    override.write_text(f"results: {tmp_path / 'results'}\nscan:\n  data:\n    official_dir: {official}\n")
+    snakemake(workflow, f"{tmp_path}/results/data/scan/length/train.parquet",
+              f"{tmp_path}/results/data/scan/length/test.parquet", extra_config=override)
+    read = {part: pd.read_parquet(tmp_path / "results" / "data" / "scan" / "length" / f"{part}.parquet")
+            for part in ("train", "test")}
+    assert read["train"].astype(str).values.tolist() == train.values.tolist()
+    assert read["test"].astype(str).values.tolist() == test.values.tolist()
