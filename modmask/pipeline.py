@@ -121,16 +121,3 @@ def evaluate(experiment: str, net_path, mask_paths: dict, data_path, device, out
     for name, path in out_paths.items():
         write_parquet(with_provenance(tables[name], provenance), path, provenance)
         log.info("wrote %s (%d rows)", path, len(tables[name]))
-
-
-def scan_split(name: str, settings: dict, train_path, test_path, log: logging.Logger) -> None:
-    """Write SCAN split ``name``: generated from the grammar, or read from ``settings["official_dir"]``."""
-    from .data import scan
-
-    official = settings.get("official_dir")
-    seed = int(settings.get("seed", 0))
-    split = scan.split_from_official(official, name) if official else scan.make_split(name, seed)
-    source = f"official files in {official}" if official else f"generated from the grammar (seed {seed})"
-    for part, path in (("train", train_path), ("test", test_path)):
-        write_parquet(split[part], path, {"experiment": "scan", "split": name, "part": part, "settings": settings})
-        log.info("SCAN %s %s: %d rows, %s -> %s", name, part, len(split[part]), source, path)

@@ -4,7 +4,7 @@
 from modmask.data import scan as scan_data
 
 SCAN = config.get("scan")
-SCAN_CODE = code_version("data.scan", "io", "pipeline")
+SCAN_CODE = code_version("data.scan", "io")
 
 
 if SCAN:

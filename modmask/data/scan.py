@@ -56,6 +56,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import write_parquet
+
 SPLITS = ("simple", "length", "addprim_jump", "addprim_turn_left")
 PRIMITIVES = ("walk", "look", "run", "jump")
 DIRECTIONS = ("left", "right")
@@ -204,3 +206,15 @@ def split_from_official(directory: str | Path, name: str) -> dict[str, pd.DataFr
 def to_official_text(df: pd.DataFrame) -> str:
     """Rows as the release writes them: one ``IN: <command> OUT: <actions>`` line each."""
     return "".join(f"IN: {c} OUT: {a}\n" for c, a in zip(df["command"], df["actions"]))
+
+
+def write_split(name: str, settings: dict, train_path, test_path, log) -> None:
+    """Write split ``name``'s train and test tables (Parquet, atomically): generated from the grammar
+    with ``settings["seed"]``, or read from the release's files in ``settings["official_dir"]``."""
+    official = settings.get("official_dir")
+    seed = int(settings.get("seed", 0))
+    split = split_from_official(official, name) if official else make_split(name, seed)
+    source = f"official files in {official}" if official else f"generated from the grammar (seed {seed})"
+    for part, path in (("train", train_path), ("test", test_path)):
+        write_parquet(split[part], path, {"experiment": "scan", "split": name, "part": part, "settings": settings})
+        log.info("SCAN %s %s: %d rows, %s -> %s", name, part, len(split[part]), source, path)
