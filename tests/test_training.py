@@ -62,33 +62,36 @@ class Crash(Exception):
     pass
 
 
-def train_mask_crashing(net, x, y, settings, checkpoint, crash_at=None):
-    """Mask training whose loss raises Crash at its ``crash_at``-th call (None: never)."""
-    calls = {"n": 0}
+def crash_then_resume(tmp_path, settings: TrainSettings, crash_at: int):
+    """An uninterrupted mask training, and the same one crashing at its ``crash_at``-th loss call and
+    then resumed from its checkpoint: ``(reference, resumed, checkpoint left by the crash?, checkpoint)``,
+    each run a ``(mask, history)`` pair."""
+    net, x, y = trained_net()
+    calls = {"n": 0, "crash_at": None}
 
     def loss(out, target):
         calls["n"] += 1
-        if calls["n"] == crash_at:
+        if calls["n"] == calls["crash_at"]:
             raise Crash()
         return nn.functional.cross_entropy(out, target)
 
-    return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
-                      checkpoint_path=checkpoint, identity="run")
+    def run(checkpoint, crash=None):
+        calls.update(n=0, crash_at=crash)
+        return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
+                          checkpoint_path=checkpoint, identity="run")
+
+    reference = run(None)
+    checkpoint = tmp_path / "mask.ckpt"
+    with pytest.raises(Crash):
+        run(checkpoint, crash_at)
+    left_by_crash = checkpoint.exists()
+    return reference, run(checkpoint), left_by_crash, checkpoint
 
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
-    net, x, y = trained_net()
     settings = TrainSettings(steps=40, lr=1e-2, batch_size=64, checkpoint_every=10, log_every=10)
-
-    def run(checkpoint, crash_at=None):
-        return train_mask_crashing(net, x, y, settings, checkpoint, crash_at)
-
-    reference, ref_history = run(None)
-    checkpoint = tmp_path / "mask.ckpt"
-    with pytest.raises(Crash):
-        run(checkpoint, crash_at=25)
-    assert checkpoint.exists()
-    resumed, history = run(checkpoint)
+    (reference, ref_history), (resumed, history), left_by_crash, checkpoint = crash_then_resume(tmp_path, settings, 25)
+    assert left_by_crash
     for name in reference.names:
         assert torch.equal(reference.logit(name), resumed.logit(name)), name
     assert [r["step"] for r in history.rows] == [10, 20, 30, 40]
@@ -106,17 +109,8 @@ def test_nan_loss_stops_with_a_message():
 def test_resumed_run_logs_the_same_history_when_checkpoints_fall_between_log_lines(tmp_path):
     # Checkpoint every 10 steps, log every 20: a crash at step 15 resumes from step 10, and the loss
     # averaged over steps 1-20 must still include steps 1-10.
-    net, x, y = trained_net()
     settings = TrainSettings(steps=40, lr=1e-2, batch_size=64, checkpoint_every=10, log_every=20)
-
-    def run(checkpoint, crash_at=None):
-        return train_mask_crashing(net, x, y, settings, checkpoint, crash_at)
-
-    reference, ref_history = run(None)
-    checkpoint = tmp_path / "mask.ckpt"
-    with pytest.raises(Crash):
-        run(checkpoint, crash_at=15)
-    resumed, history = run(checkpoint)
+    (reference, ref_history), (resumed, history), _, _ = crash_then_resume(tmp_path, settings, 15)
     assert history.rows == ref_history.rows
     for name in reference.names:
         assert torch.equal(reference.logit(name), resumed.logit(name)), name
