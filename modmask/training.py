@@ -28,6 +28,9 @@ class TrainSettings:
     batch_size: int = 128
     grad_clip: float | None = 1.0
     optimizer: str = "adam"
+    weight_decay: float = 0.0
+    # network training only: the learning rate is divided by 10 at each of these steps (ResNet schedule)
+    lr_milestones: tuple[int, ...] = ()
     log_every: int = 500
     checkpoint_every: int = 0  # 0: no periodic checkpoints
     # mask training only
@@ -81,9 +84,9 @@ class History:
 
 def _make_optimizer(params, settings: TrainSettings):
     if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.lr)
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=settings.lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
 
 
@@ -159,6 +162,11 @@ def train_network(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, se
     forward = forward or (lambda m, inputs: m(inputs))
     model.train()
     optimizer = _make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
+    stateful = {"model": model, "optimizer": optimizer, "sampler": sampler}
+    scheduler = None
+    if settings.lr_milestones:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(settings.lr_milestones), gamma=0.1)
+        stateful["scheduler"] = scheduler  # resumed with the rest, so a restarted job keeps its schedule
 
     def step():
         inputs, targets = sampler()
@@ -168,9 +176,10 @@ def train_network(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, se
         if settings.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         return loss.item()
 
-    stateful = {"model": model, "optimizer": optimizer, "sampler": sampler}
     history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
                         log, "train")
     model.eval()

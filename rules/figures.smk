@@ -78,10 +78,12 @@ rule summary:
         [f"{RESULTS}/{experiment}/{table}.parquet" for experiment in EXPERIMENTS for table in TABLES],
         [f"{RESULTS}/{e}/sweeps/{t}.parquet" for e in SWEEP_EXPERIMENTS for t in ["sharing", "layers"]],
         [f"{RESULTS}/permuted_mnist/{t}.parquet" for t in ["sharing", "accuracy"]] if config.get("permuted_mnist") else [],
+        [f"{RESULTS}/scan/{t}.parquet" for t in ["accuracy", "output_weights"]] if config.get("scan") else [],
+        [f"{RESULTS}/cifar10/{t}.parquet" for t in ["accuracy", "confusion", "stability"]] if config.get("cifar10") else [],
     output:
         report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="summary"),
     params:
-        code=code_version("summary", "metrics"),
+        code=code_version("summary", "metrics", "plotting.cifar10"),
     resources:
         **job_resources("figures"),
     log:
@@ -102,6 +104,8 @@ rule figures_all:
         [f"{FIGURES}/sweeps"] if "addmul" in SWEEP_EXPERIMENTS else [],
         f"{FIGURES}/histogram",
         [f"{FIGURES}/permuted_mnist"] if config.get("permuted_mnist") else [],
+        [f"{FIGURES}/scan"] if config.get("scan") else [],
+        [f"{FIGURES}/cifar10"] if config.get("cifar10") else [],
         f"{RESULTS}/summary.md",
     output:
         f"{FIGURES}/all",

@@ -1,24 +1,37 @@
-# SCAN (paper section 3.4). So far the data: every split's train and test set, generated from the
-# grammar (or read from the official release files when `scan.data.official_dir` is set).
-# The models, masks and figures will build on these tables.
+# SCAN (paper section 3.4; Fig. 4a, 4b, 16). Per (architecture, seed): a network trained on each
+# split's train set (the simple split's is the IID-pretrained network the masks search; the others
+# are Fig. 16's direct-training baseline), a mask on the IID network for each split's train set, and
+# one evaluation job scoring every network and mask on every split's test set by exact match.
+# Data: every split generated from the grammar, or read from the official release files when
+# `scan.data.official_dir` is set (target: snakemake scan_data).
 from modmask.data import scan as scan_data
+from modmask.experiments import scan as scan_experiment
 
 SCAN = config.get("scan")
-SCAN_CODE = code_version("data.scan", "io")
+SCAN_TABLES = ["accuracy", "output_weights"]
+_SCAN_MODEL = ("data.scan", "data.vocab", "experiments.scan", "scan_steps", "seq2seq", "config", "training",
+               "masked_model", "masks", "gumbel", "pipeline", "io")
+SCAN_CODE = {
+    "data": code_version("data.scan", "io"),
+    "network": code_version(*_SCAN_MODEL),
+    "mask": code_version(*_SCAN_MODEL),
+    "evaluate": code_version(*_SCAN_MODEL, "metrics"),
+}
+SCAN_DIR = f"{RESULTS}/scan/{{arch}}/seed{{seed}}"
 
 
 if SCAN:
+    wildcard_constraints:
+        split="|".join(scan_data.SPLITS),
 
     rule scan_split:
         """One SCAN split (simple, length, addprim_jump, addprim_turn_left): train and test tables."""
         output:
             train=f"{RESULTS}/data/scan/{{split}}/train.parquet",
             test=f"{RESULTS}/data/scan/{{split}}/test.parquet",
-        wildcard_constraints:
-            split="|".join(scan_data.SPLITS),
         params:
             settings=settings_json(SCAN["data"]),
-            code=SCAN_CODE,
+            code=SCAN_CODE["data"],
         resources:
             **job_resources("generate_data"),
         log:
@@ -33,3 +46,112 @@ if SCAN:
         input:
             expand(f"{RESULTS}/data/scan/{{split}}/{{part}}.parquet", split=scan_data.SPLITS,
                    part=["train", "test"]),
+
+    rule scan_network:
+        """A sequence model trained on one split's train set (simple: the IID pretraining)."""
+        input:
+            train=f"{RESULTS}/data/scan/{{split}}/train.parquet",
+        output:
+            network=f"{SCAN_DIR}/network_{{split}}.pt",
+        params:
+            arch=lambda wc: settings_json(scan_arch_spec(wc)),
+            settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "pretrain")),
+            provenance=scan_provenance("network", trained_on="split"),
+            code=SCAN_CODE["network"],
+        threads: config["threads"]
+        resources:
+            **job_resources("pretrain"),
+        log:
+            f"{RESULTS}/logs/scan/{{arch}}/seed{{seed}}/network_{{split}}.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/scan_network.py"
+
+    rule scan_mask:
+        """A mask on the IID-pretrained network, trained on one split's train set."""
+        input:
+            train=f"{RESULTS}/data/scan/{{split}}/train.parquet",
+            network=f"{SCAN_DIR}/network_{scan_experiment.IID}.pt",
+        output:
+            mask=f"{SCAN_DIR}/mask_{{split}}.pt",
+        params:
+            settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "mask")),
+            provenance=scan_provenance("mask", mask="split"),
+            code=SCAN_CODE["mask"],
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        log:
+            f"{RESULTS}/logs/scan/{{arch}}/seed{{seed}}/mask_{{split}}.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/scan_mask.py"
+
+    rule scan_evaluate:
+        """Exact-match accuracy of every network and mask of one (architecture, seed) on every test set,
+        and the decoder output weights each split's mask removes (Fig. 4b)."""
+        input:
+            network=f"{SCAN_DIR}/network_{scan_experiment.IID}.pt",
+            masks=expand(f"{SCAN_DIR}/mask_{{split}}.pt", split=scan_data.SPLITS, allow_missing=True),
+            direct=expand(f"{SCAN_DIR}/network_{{split}}.pt",
+                          split=[s for s in scan_data.SPLITS if s != scan_experiment.IID], allow_missing=True),
+            tests=expand(f"{RESULTS}/data/scan/{{split}}/test.parquet", split=scan_data.SPLITS),
+        output:
+            **{table: f"{SCAN_DIR}/{table}.parquet" for table in SCAN_TABLES},
+        params:
+            provenance=scan_provenance("evaluate"),
+            code=SCAN_CODE["evaluate"],
+        threads: config["threads"]
+        resources:
+            **job_resources("evaluate"),
+        log:
+            f"{RESULTS}/logs/scan/{{arch}}/seed{{seed}}/evaluate.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/scan_evaluate.py"
+
+    localrules: scan_table
+
+    rule scan_table:
+        """One tidy SCAN table over all architectures and seeds."""
+        input:
+            lambda wc: [f"{run}/{wc.scan_table}.parquet" for run in scan_runs()],
+        output:
+            f"{RESULTS}/scan/{{scan_table}}.parquet",
+        wildcard_constraints:
+            scan_table="|".join(SCAN_TABLES),
+        resources:
+            **job_resources("collect"),
+        log:
+            f"{RESULTS}/logs/scan/collect_{{scan_table}}.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/collect_table.py"
+
+    rule figures_scan:
+        """Paper Fig. 4a (split masks vs the full-problem mask), 4b (output weights removed per token)
+        and 16 (direct training vs IID pretraining plus a split mask)."""
+        input:
+            **{table: f"{RESULTS}/scan/{table}.parquet" for table in SCAN_TABLES},
+        output:
+            report(
+                directory(f"{FIGURES}/scan"),
+                patterns=["{figure}.png"],
+                caption="../report/scan.rst",
+                category="scan",
+                labels={"figure": "{figure}"},
+            ),
+        params:
+            code=figure_code("scan"),
+        resources:
+            **job_resources("figures"),
+        log:
+            f"{RESULTS}/logs/figures/scan.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/figures_scan.py"

@@ -43,3 +43,33 @@ def test_double_add_sharing_is_compared_with_the_add_mul_network_of_the_same_inn
         "20% ± 14% vs 50% ± 14%"
     assert rows["double add odd: total sharing (mean of both masks); no add/mul network of this size"] == "20% ± 0%"
     assert rows["double add wide: pair-1 mask inverted, accuracy on pair 1 / pair 2"] == "50.0% ± 0.0% / 50.0% ± 0.0%"
+
+
+def test_scan_rows_compare_the_iid_mask_with_the_split_mask_and_single_out_i_jump(tmp_path):
+    from modmask.summary import scan_rows
+
+    (tmp_path / "scan").mkdir()
+    accuracy = []
+    for seed, (iid, own) in enumerate([(0.9, 0.1), (0.7, 0.3)]):
+        for split in ("length", "addprim_jump", "addprim_turn_left"):
+            accuracy += [
+                {"arch": "lstm", "seed": seed, "network": "pretrained", "trained_on": "simple", "mask": "simple",
+                 "test_split": split, "accuracy": iid},
+                {"arch": "lstm", "seed": seed, "network": "pretrained", "trained_on": "simple", "mask": split,
+                 "test_split": split, "accuracy": own},
+                {"arch": "lstm", "seed": seed, "network": "direct", "trained_on": split, "mask": "none",
+                 "test_split": split, "accuracy": 0.05},
+            ]
+    weights = [{"arch": "lstm", "seed": seed, "mask": "addprim_jump", "token": token, "removed_fraction": value}
+               for seed in (0, 1) for token, value in
+               [("<eos>", 0.9), ("I_JUMP", 0.5 + 0.1 * seed), ("I_WALK", 0.1), ("I_RUN", 0.3)]]
+    pd.DataFrame(accuracy).to_parquet(tmp_path / "scan" / "accuracy.parquet")
+    pd.DataFrame(weights).to_parquet(tmp_path / "scan" / "output_weights.parquet")
+    rows = {finding: ours for finding, _, ours in scan_rows(tmp_path)}
+    # mean ± sample std over the two seeds: (0.9, 0.7) and (0.1, 0.3)
+    assert rows["SCAN lstm, add jump test set: full-problem (IID) mask vs the split's own mask"] == \
+        "80.0% ± 14.1% vs 20.0% ± 14.1%"
+    assert rows["SCAN lstm, length test set: network trained directly on the split (Fig. 16)"] == "5.0% ± 0.0%"
+    jump = [ours for finding, ours in rows.items() if "I_JUMP" in finding]
+    # I_JUMP 55% ± 7.1%; the other actions 20% (mean of I_WALK, I_RUN; <eos> is not an action)
+    assert jump == ["55.0% ± 7.1% vs 20.0% ± 0.0%"]

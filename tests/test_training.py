@@ -114,3 +114,23 @@ def test_resumed_run_logs_the_same_history_when_checkpoints_fall_between_log_lin
     assert history.rows == ref_history.rows
     for name in reference.names:
         assert torch.equal(reference.logit(name), resumed.logit(name)), name
+
+
+def test_lr_milestones_divide_the_learning_rate_by_ten_and_weight_decay_shrinks_weights():
+    """SGD on a zero loss: the only gradient is weight decay's, wd * w, so the weight follows momentum
+    SGD's recursion with lr 0.5, 0.5, 0.05, 0.05, 0.005, 0.005 (milestones at steps 2 and 4)."""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    sampler = BatchSampler([torch.zeros(4, 1), torch.zeros(4, 1)], 2, seed=0)
+    settings = TrainSettings(steps=6, lr=0.5, optimizer="sgd", weight_decay=0.1, lr_milestones=(2, 4),
+                             grad_clip=None, log_every=6)
+    train_network(model, sampler, lambda output, target: (output * 0).sum(), settings)
+    w, velocity = 1.0, None
+    for lr in (0.5, 0.5, 0.05, 0.05, 0.005, 0.005):
+        gradient = 0.1 * w
+        velocity = gradient if velocity is None else 0.9 * velocity + gradient
+        w -= lr * velocity
+    assert model.weight.item() == pytest.approx(w, rel=1e-6)
+    # without the milestones the weight would have shrunk far more
+    assert w > 0.5 and abs(w - 1.0) > 0.05

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from local_data import copy_workflow, shared_data
+from modmask.io import load_torch
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask"]
@@ -19,6 +20,7 @@ WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask"]
 # The local MNIST copy (tests never download); the workflow runs in a temporary copy of the
 # repository, so the relative path of config/smoke.yaml is replaced by an absolute one.
 MNIST_DIR = shared_data("mnist")
+CIFAR_ARCHIVE = shared_data("cifar10") / "cifar10-jpeg.tar.gz"
 LOCAL_DATA = "local_data.yaml"
 
 
@@ -48,7 +50,8 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("workflow"), WORKFLOW_FILES)
-    (workdir / LOCAL_DATA).write_text(f"permuted_mnist:\n  data:\n    mnist_dir: {MNIST_DIR}\n")
+    (workdir / LOCAL_DATA).write_text(f"permuted_mnist:\n  data:\n    mnist_dir: {MNIST_DIR}\n"
+                                      f"cifar10:\n  data:\n    jpeg_archive: {CIFAR_ARCHIVE}\n")
     first = snakemake(workdir, "figures/all")
     (workdir / "first_run.txt").write_text(first.stdout + first.stderr)
     return workdir
@@ -61,6 +64,10 @@ FIGURES = {
     "sweeps": ["fig08_beta_sensitivity", "fig09_network_size"],
     "histogram": ["fig07_mask_probability_histogram"],
     "permuted_mnist": ["fig03_sharing_normal_init", "fig15_a_sharing_used2_new0", "fig15_b_sharing_used2_new-1"],
+    "scan": ["fig04_a_split_masks", "fig04_b_output_weights_removed", "fig16_direct_vs_mask"],
+    "cifar10": ["fig06_a_removed_class_drop", "fig06_b_other_class_drop", "fig18_confusion_control",
+                "fig19_confusion_diff_simple_cnn", "fig20_confusion_diff_simple_cnn_nodrop",
+                "fig21_confusion_diff_resnet"],
 }
 
 
@@ -183,7 +190,7 @@ def test_report_is_one_html_file_with_every_figure_captioned(workflow, tmp_path)
         data = base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
         assert data == (workflow / path).read_bytes(), path
         number = int(re.match(r"fig(\d+)_", Path(path).name).group(1))
-        assert re.search(rf"Reproduces paper Fig\. {number}\b", entry["caption"]), (path, entry["caption"])
+        assert re.search(rf"Reproduces paper Fig\. {number}[a-z]?\b", entry["caption"]), (path, entry["caption"])
     assert "results/smoke/summary.md" in entries
     assert "smoke" in html  # the workflow description names the scale
 
@@ -256,3 +263,71 @@ def test_scan_data_rule_reads_official_files_when_configured(workflow, tmp_path)
             for part in ("train", "test")}
     assert read["train"].astype(str).values.tolist() == train.values.tolist()
     assert read["test"].astype(str).values.tolist() == test.values.tolist()
+
+
+def test_scan_tables_score_every_network_and_mask_on_every_test_set(workflow):
+    results = workflow / "results" / "smoke" / "scan"
+    accuracy = pd.read_parquet(results / "accuracy.parquet")
+    splits = set(SCAN_SIZES)
+    # per architecture (1 seed): the pretrained network with no mask and 4 split masks, and 3 directly
+    # trained networks, each on the 4 test sets
+    assert len(accuracy) == 2 * (5 + 3) * 4 and set(accuracy["arch"]) == {"lstm", "transformer"}
+    assert set(accuracy["test_split"]) == splits
+    assert accuracy["total"].tolist() == [SCAN_SIZES[s][1] for s in accuracy["test_split"]]
+    assert (accuracy["accuracy"] == accuracy["correct"] / accuracy["total"]).all()
+    pretrained = accuracy[accuracy["network"] == "pretrained"]
+    assert set(pretrained["trained_on"]) == {"simple"} and set(pretrained["mask"]) == {"none"} | splits
+    direct = accuracy[accuracy["network"] == "direct"]
+    assert set(direct["trained_on"]) == splits - {"simple"} and set(direct["mask"]) == {"none"}
+    for column in ("experiment", "scale", "seed", "config_hash", "code_version"):
+        assert accuracy[column].notna().all(), column
+    weights = pd.read_parquet(results / "output_weights.parquet")
+    # per architecture: 3 split masks x 10 output tokens (4 specials + 6 actions)
+    assert len(weights) == 2 * 3 * 10 and set(weights["mask"]) == splits - {"simple"}
+    kept = weights.dropna(subset=["removed_fraction"])
+    assert (kept["removed"] <= kept["iid_kept"]).all()
+    assert (kept["removed_fraction"] == kept["removed"] / kept["iid_kept"]).all()
+
+
+CIFAR_MASKS = {"none", "control"} | {f"without_{c}" for c in ("airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                               "frog", "horse", "ship", "truck")}
+
+
+def test_cifar10_tables_cover_every_mask_class_and_pair(workflow):
+    results = workflow / "results" / "smoke" / "cifar10"
+    accuracy = pd.read_parquet(results / "accuracy.parquet")
+    # 3 architectures x 1 seed x (no mask, control, 10 removal masks) x 10 classes
+    assert len(accuracy) == 3 * 12 * 10 and set(accuracy["mask"]) == CIFAR_MASKS
+    assert set(accuracy["arch"]) == {"simple_cnn", "simple_cnn_nodrop", "resnet"}
+    # the smoke test set: 300 images, each counted once per mask
+    assert (accuracy.groupby(["arch", "mask"])["total"].sum() == 300).all()
+    removal = accuracy[accuracy["mask"].str.startswith("without_")]
+    assert (removal["mask"] == "without_" + removal["removed_class"]).all()
+    for column in ("experiment", "scale", "seed", "config_hash", "code_version"):
+        assert accuracy[column].notna().all(), column
+    confusion = pd.read_parquet(results / "confusion.parquet")
+    assert len(confusion) == 3 * 12 * 100
+    assert confusion.groupby(["arch", "mask"])["count"].sum().eq(300).all()
+    # each removal mask kept the control's output layer (fixed, never trained)
+    run = workflow / "results" / "smoke" / "cifar10" / "resnet" / "seed0"
+    control, removal_mask = (load_torch(run / f"mask_{m}.pt") for m in ("control", "without_cat"))
+    assert removal_mask["fixed"] == ["output.weight"] and removal_mask["removed"] == ["cat"]
+    assert removal_mask["logits"]["output.weight"].equal(control["logits"]["output.weight"])
+    stability = pd.read_parquet(results / "stability.parquet")
+    # smoke: 1 network x 2 pairs; two masks per pair, each trained on its own
+    assert len(stability) == 2 and set(stability["arch"]) == {"simple_cnn_nodrop"}
+    assert (stability["iou"] == stability["intersection"] / stability["union"]).all()
+    assert stability["pair"].str.fullmatch(r"[a-z]+\+[a-z]+").all()
+    masks = [load_torch(run.parent.parent / "simple_cnn_nodrop" / "seed0" / "stability" / f"{stability['pair'][0]}_mask{s}.pt")
+             for s in (0, 1)]
+    assert masks[0]["fixed"] == masks[1]["fixed"] == []
+    assert not masks[0]["logits"]["output.weight"].equal(masks[1]["logits"]["output.weight"])
+
+
+def test_missing_cifar_copy_stops_with_the_file_and_path_named(workflow, tmp_path):
+    override = tmp_path / "nocifar.yaml"
+    override.write_text(f"cifar10:\n  data:\n    cifar_dir: {tmp_path / 'nowhere'}\n")
+    result = snakemake(workflow, "results/smoke/data/cifar10/cifar10.pt", "--dry-run", extra_config=override,
+                       check=False)
+    assert result.returncode != 0
+    assert f"{tmp_path / 'nowhere'}/data_batch_1" in result.stdout + result.stderr

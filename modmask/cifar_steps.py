@@ -1,0 +1,146 @@
+"""Workflow steps of CIFAR-10 (paper section 3.6, appendix B.1): prepare the data, train a network,
+train a mask, evaluate one (architecture, seed), score mask stability. Plain functions of paths and
+config blocks; the rules in ``rules/cifar10.smk`` call them through thin scripts.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .cnn import build_cnn
+from .config import network_spec, stage_settings
+from .data import cifar10 as cifar_data
+from .experiments import cifar10
+from .io import load_torch, save_torch, stable_hash, write_parquet
+from .masks import WeightMask
+from .pipeline import with_provenance
+from .training import TrainSettings
+
+STAGE_BLOCKS = {"network": ("data", "arch", "pretrain"), "mask": ("data", "arch", "pretrain", "mask"),
+                "evaluate": ("data", "arch", "pretrain", "mask")}
+
+
+def provenance(block: dict, arch: str, seed: int, stage: str, scale: str, code: str, **columns) -> dict:
+    """Columns every row of a stage's outputs carries; the config hash covers what the stage depends on."""
+    blocks = {"data": block["data"], "arch": network_spec(block, arch),
+              "pretrain": stage_settings(block, arch, "pretrain"), "mask": stage_settings(block, arch, "mask")}
+    return {"experiment": cifar10.NAME, "scale": scale, "arch": arch, "seed": int(seed), **columns,
+            "config_hash": stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]}), "code_version": code}
+
+
+def source_folder(data_block: dict, download_folder: str | None) -> tuple[str, str]:
+    """Where the images come from: ("batches", folder) or ("jpeg", archive)."""
+    if data_block.get("cifar_dir"):
+        return "batches", data_block["cifar_dir"]
+    if data_block.get("download"):
+        return "batches", download_folder
+    if data_block.get("jpeg_archive"):
+        return "jpeg", data_block["jpeg_archive"]
+    raise ValueError("cifar10.data: set cifar_dir (an existing cifar-10-batches-py), download: true, or "
+                     "jpeg_archive (the shared JPEG copy)")
+
+
+def prepare_data(data_block: dict, source, work_dir, out_path, log: logging.Logger) -> None:
+    """The uint8 tensor cache every other job reads, from a folder of official batches or the JPEG
+    archive (converted once into that layout under ``work_dir``)."""
+    source = Path(source)
+    if source.name.endswith(".tar.gz"):
+        log.info("converting %s into the cifar-10-batches-py layout under %s (once)", source, work_dir)
+        source = cifar_data.local_copy(source, work_dir)
+    log.info("reading CIFAR-10 from %s", source)
+    data = cifar_data.load(source, verify=True)
+    cache = cifar10.data_cache(data, data_block.get("train_size"), data_block.get("test_size"),
+                               int(data_block.get("seed", 0)))
+    save_torch(cache, out_path)
+    log.info("wrote %s: %d training and %d test images", out_path, len(cache["train"]["labels"]),
+             len(cache["test"]["labels"]))
+
+
+def load_data(path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    cache = cifar10.check_cache(load_torch(path), path)
+    return cache[part]["images"], cache[part]["labels"]
+
+
+def train_network(arch_spec: dict, train_block: dict, data_path, seed: int, device, out_path,
+                  log: logging.Logger, provenance: dict, checkpoint_every: int = 0) -> None:
+    settings = TrainSettings.from_config(train_block, checkpoint_every=checkpoint_every)
+    model, history = cifar10.pretrain(load_data(data_path, "train"), arch_spec, settings, seed, device, log,
+                                      augment=bool(train_block.get("augment", False)),
+                                      checkpoint_path=f"{out_path}.ckpt", identity=str(provenance))
+    test = load_data(data_path, "test")
+    accuracy = float((cifar10.predictions(model, None, test[0], device) == test[1]).float().mean())
+    log.info("test accuracy %.4f", accuracy)
+    save_torch({"format": cifar10.NETWORK_FORMAT, "spec": arch_spec, "state_dict": model.state_dict(),
+                "history": history.rows, "test_accuracy": accuracy, "provenance": provenance}, out_path)
+
+
+def load_network(path, device="cpu"):
+    data = load_torch(path)
+    if data.get("format") != cifar10.NETWORK_FORMAT:
+        raise ValueError(f"{path} is not a saved CIFAR-10 network (format {data.get('format')!r})")
+    model = build_cnn(data["spec"], seed=0)
+    model.load_state_dict(data["state_dict"])
+    return model.to(device).eval()
+
+
+def load_mask(path, device=None) -> WeightMask:
+    return WeightMask.from_file_dict(load_torch(path), device=device)
+
+
+def train_mask(mask_block: dict, net_path, data_path, removed: tuple[str, ...], seed: int, device, out_path,
+               log: logging.Logger, provenance: dict, control_path=None, checkpoint_every: int = 0) -> None:
+    """A mask without the ``removed`` classes; with ``control_path``, its output layer is the control's."""
+    model = load_network(net_path, device)
+    settings = TrainSettings.from_config(mask_block, checkpoint_every=checkpoint_every)
+    control = load_mask(control_path, device) if control_path else None
+    mask, history = cifar10.train_class_mask(model, load_data(data_path, "train"), settings, seed, device, log,
+                                             removed=removed, fixed_output=control,
+                                             checkpoint_path=f"{out_path}.ckpt", identity=str(provenance))
+    save_torch({**mask.to_file_dict(), "removed": list(removed), "history": history.rows,
+                "provenance": provenance}, out_path)
+
+
+def evaluate(net_path, mask_paths: dict, data_path, device, out_paths: dict, log: logging.Logger,
+             provenance: dict) -> None:
+    """Tables ``accuracy`` and ``confusion`` of one (architecture, seed): the network without a mask,
+    with the control mask and with each class-removal mask, on the full test set."""
+    model = load_network(net_path, device)
+    masks = {cifar10.NONE: (None, None)}
+    for name, path in mask_paths.items():
+        removed = load_torch(path).get("removed") or []
+        masks[name] = (load_mask(path).binary(), removed[0] if removed else None)
+    accuracy, confusion = cifar10.evaluate_masks(model, masks, load_data(data_path, "test"), device, log)
+    tables = {"accuracy": accuracy, "confusion": confusion}
+    for name, path in out_paths.items():
+        write_parquet(with_provenance(tables[name], provenance), path, provenance)
+        log.info("wrote %s (%d rows)", path, len(tables[name]))
+
+
+def stability(pair_paths: dict[str, list], out_path, log: logging.Logger, provenance: dict) -> None:
+    """IoU of the two masks (different seeds) of each class pair, over all masked weights."""
+    rows = []
+    for pair, paths in pair_paths.items():
+        first, second = (load_mask(p).binary() for p in paths)
+        row = {"pair": pair, **cifar10.stability_row(first, second)}
+        log.info("pair %s: IoU %.4f (%d of %d weights in both)", pair, row["iou"], row["intersection"], row["union"])
+        rows.append(row)
+    write_parquet(with_provenance(pd.DataFrame(rows), provenance), out_path, provenance)
+
+
+def pair_name(pair: tuple[str, str]) -> str:
+    return "+".join(pair)
+
+
+def pair_classes(name: str) -> tuple[str, ...]:
+    classes = tuple(name.split("+"))
+    for c in classes:
+        cifar10.class_index(c)
+    return classes
+
+
+def download(folder, log: logging.Logger) -> Path:
+    log.info("downloading CIFAR-10 into %s", folder)
+    return cifar_data.download(folder)

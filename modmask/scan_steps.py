@@ -1,0 +1,99 @@
+"""Workflow steps of SCAN (paper section 3.4): train a network on a split, train a mask on a split,
+evaluate one (architecture, seed). Plain functions of paths and config blocks; the rules in
+``rules/scan.smk`` call them through thin scripts.
+
+Kept apart from :mod:`modmask.pipeline` so that the code versions of the other experiments'
+stages do not depend on SCAN's.
+"""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import torch
+
+from .config import network_spec, stage_settings
+from .experiments import scan
+from .io import load_torch, read_parquet, save_torch, stable_hash, write_parquet
+from .masks import WeightMask
+from .pipeline import with_provenance
+from .training import TrainSettings
+
+STAGE_BLOCKS = {"network": ("data", "arch", "pretrain"), "mask": ("data", "arch", "pretrain", "mask"),
+                "evaluate": ("data", "arch", "pretrain", "mask")}
+
+
+def provenance(block: dict, arch: str, seed: int, stage: str, scale: str, code: str, **columns) -> dict:
+    """Columns every row of a stage's outputs carries. The config hash covers what the stage depends on:
+    the data settings, the network, its training, and (masks, evaluation) the mask settings."""
+    blocks = {"data": block["data"], "arch": network_spec(block, arch),
+              "pretrain": stage_settings(block, arch, "pretrain"), "mask": stage_settings(block, arch, "mask")}
+    return {"experiment": scan.NAME, "scale": scale, "arch": arch, "seed": int(seed), **columns,
+            "config_hash": stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]}), "code_version": code}
+
+
+def train_network(arch_spec: dict, train_block: dict, train_path, seed: int, device, out_path,
+                  log: logging.Logger, provenance: dict, checkpoint_every: int = 0) -> None:
+    """A network trained on one split's training table (IID pretraining or the direct baseline)."""
+    df = read_parquet(train_path)
+    settings = TrainSettings.from_config(train_block, checkpoint_every=checkpoint_every)
+    model, history = scan.pretrain(df, arch_spec, settings, seed, device, log, checkpoint_path=f"{out_path}.ckpt",
+                                   identity=str(provenance))
+    in_vocab, out_vocab = scan.vocabularies()
+    save_torch({"format": scan.NETWORK_FORMAT, "spec": arch_spec,
+                "vocabularies": {"command": in_vocab.to_dict(), "actions": out_vocab.to_dict()},
+                "state_dict": {k: v.cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
+                "history": history.rows, "provenance": provenance}, out_path)
+
+
+def load_network(path, device="cpu"):
+    data = load_torch(path)
+    if data.get("format") != scan.NETWORK_FORMAT:
+        raise ValueError(f"{path} is not a saved SCAN network (format {data.get('format')!r})")
+    model = scan.build_network(data["spec"], seed=0)
+    model.load_state_dict(data["state_dict"])
+    return model.to(device).eval()
+
+
+def train_mask(mask_block: dict, net_path, train_path, seed: int, device, out_path, log: logging.Logger,
+               provenance: dict, checkpoint_every: int = 0) -> None:
+    """A mask on the IID-trained network for one split's training table."""
+    df = read_parquet(train_path)
+    model = load_network(net_path, device)
+    settings = TrainSettings.from_config(mask_block, checkpoint_every=checkpoint_every)
+    mask, history = scan.train_split_mask(model, df, settings, seed, device, log, checkpoint_path=f"{out_path}.ckpt",
+                                          identity=str(provenance))
+    save_torch({**mask.to_file_dict(), "history": history.rows, "provenance": provenance}, out_path)
+
+
+def evaluate(net_path, mask_paths: dict, direct_paths: dict, test_paths: dict, device, out_paths: dict,
+             log: logging.Logger, provenance: dict) -> None:
+    """Tables ``accuracy`` and ``output_weights`` of one (architecture, seed).
+
+    ``accuracy``: the IID-trained network without a mask and with each split's mask, and each directly
+    trained network without a mask, on every split's test set. ``output_weights`` (Fig. 4b): per
+    split mask and output token, the decoder output weights the IID mask keeps and the split's removes.
+    """
+    in_vocab, out_vocab = scan.vocabularies()
+    tests = {split: scan.encode(read_parquet(path), in_vocab, out_vocab) for split, path in test_paths.items()}
+    model = load_network(net_path, device)
+    masks = {split: WeightMask.from_file_dict(load_torch(path)).binary() for split, path in mask_paths.items()}
+    rows = scan.accuracy_rows(model, {"none": None, **masks}, tests, device, network="pretrained",
+                              trained_on=scan.IID)
+    for split, path in direct_paths.items():
+        rows += scan.accuracy_rows(load_network(path, device), {"none": None}, tests, device, network="direct",
+                                   trained_on=split)
+    accuracy = pd.DataFrame(rows)
+    for row in accuracy.itertuples():
+        log.info("%s network (trained on %s), mask %s, %s test: %.4f (%d/%d)", row.network, row.trained_on,
+                 row.mask, row.test_split, row.accuracy, row.correct, row.total)
+    weights = []
+    if scan.IID in masks and scan.OUTPUT_LAYER in masks[scan.IID].bits:
+        for split, mask in masks.items():
+            if split != scan.IID:
+                weights += [{"mask": split, **row}
+                            for row in scan.removed_output_weights(masks[scan.IID], mask, out_vocab)]
+    tables = {"accuracy": accuracy, "output_weights": pd.DataFrame(weights)}
+    for name, path in out_paths.items():
+        write_parquet(with_provenance(tables[name], provenance), path, provenance)
+        log.info("wrote %s (%d rows)", path, len(tables[name]))

@@ -1,0 +1,210 @@
+# CIFAR-10 (paper section 3.6, appendix B.1; Fig. 6, 18-21). Per (architecture, seed): a network, a
+# control mask on all classes, one mask per removed class (output layer fixed to the control's), and
+# one evaluation job writing per-class accuracy and confusion matrices. Mask stability: for the
+# `stability.architecture`, `stability.pairs` random class pairs per network, two masks per pair with
+# different seeds, each trained on its own, compared by IoU.
+from modmask.data import cifar10 as cifar_data_module
+from modmask.experiments import cifar10 as cifar_experiment
+
+CIFAR = config.get("cifar10")
+CIFAR_TABLES = ["accuracy", "confusion"]
+_CIFAR_MODEL = ("data.cifar10", "experiments.cifar10", "cifar_steps", "cnn", "config", "training",
+                "masked_model", "masks", "gumbel", "metrics", "pipeline", "io")
+CIFAR_CODE = {
+    "data": code_version("data.cifar10", "experiments.cifar10", "cifar_steps", "io"),
+    "network": code_version(*_CIFAR_MODEL),
+    "mask": code_version(*_CIFAR_MODEL),
+    "evaluate": code_version(*_CIFAR_MODEL),
+}
+CIFAR_DIR = f"{RESULTS}/cifar10/{{arch}}/seed{{seed}}"
+CIFAR_CACHE = f"{RESULTS}/data/cifar10/cifar10.pt"
+CIFAR_MASKS = [cifar_experiment.CONTROL] + [cifar_experiment.without_mask_name(c) for c in cifar_experiment.CLASSES]
+
+
+if CIFAR:
+    from modmask import cifar_steps
+
+    CIFAR_DATA = CIFAR["data"]
+    CIFAR_DOWNLOAD = f"{CIFAR_DATA.get('download_dir', 'data/cifar10')}/{cifar_data_module.FOLDER}"
+    CIFAR_SOURCE = cifar_steps.source_folder(CIFAR_DATA, CIFAR_DOWNLOAD)
+
+    wildcard_constraints:
+        cifar_mask="|".join(CIFAR_MASKS),
+        pair=r"[a-z]+\+[a-z]+",
+        mask_seed=r"[01]",
+
+    if CIFAR_DATA.get("download") and not CIFAR_DATA.get("cifar_dir"):
+
+        rule download_cifar10:
+            """The official CIFAR-10 archive, checked against its MD5 and unpacked atomically."""
+            output:
+                directory(CIFAR_DOWNLOAD),
+            resources:
+                **job_resources("generate_data"),
+            log:
+                f"{RESULTS}/logs/data/cifar10_download.log",
+            conda:
+                "../envs/modmask.yaml"
+            script:
+                "../scripts/cifar10_download.py"
+
+    rule cifar10_data:
+        """The uint8 image cache the other CIFAR-10 jobs read (official batches, or the shared JPEG copy)."""
+        input:
+            cifar_source_inputs(),
+        output:
+            CIFAR_CACHE,
+        params:
+            settings=settings_json(CIFAR_DATA),
+            code=CIFAR_CODE["data"],
+        resources:
+            **job_resources("generate_data"),
+        log:
+            f"{RESULTS}/logs/data/cifar10.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/cifar10_data.py"
+
+    rule cifar10_network:
+        """A CNN trained on all ten classes."""
+        input:
+            data=CIFAR_CACHE,
+        output:
+            network=f"{CIFAR_DIR}/network.pt",
+        params:
+            arch=lambda wc: settings_json(cifar_arch_spec(wc)),
+            settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "pretrain")),
+            provenance=cifar_provenance("network"),
+            code=CIFAR_CODE["network"],
+        threads: config["threads"]
+        resources:
+            **job_resources("pretrain"),
+        log:
+            f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/network.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/cifar10_network.py"
+
+    rule cifar10_mask:
+        """The control mask (all classes) or a mask without one class, its output layer the control's."""
+        input:
+            unpack(cifar_mask_inputs),
+        output:
+            mask=f"{CIFAR_DIR}/mask_{{cifar_mask}}.pt",
+        params:
+            settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
+            provenance=cifar_provenance("mask", mask="cifar_mask"),
+            code=CIFAR_CODE["mask"],
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        log:
+            f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/mask_{{cifar_mask}}.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/cifar10_mask.py"
+
+    rule cifar10_evaluate:
+        """Per-class accuracy and confusion matrices of the network, the control and every removal mask."""
+        input:
+            data=CIFAR_CACHE,
+            network=f"{CIFAR_DIR}/network.pt",
+            masks=expand(f"{CIFAR_DIR}/mask_{{cifar_mask}}.pt", cifar_mask=CIFAR_MASKS, allow_missing=True),
+        output:
+            **{table: f"{CIFAR_DIR}/{table}.parquet" for table in CIFAR_TABLES},
+        params:
+            provenance=cifar_provenance("evaluate"),
+            code=CIFAR_CODE["evaluate"],
+        threads: config["threads"]
+        resources:
+            **job_resources("evaluate"),
+        log:
+            f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/evaluate.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/cifar10_evaluate.py"
+
+    rule cifar10_stability_mask:
+        """One of the two masks (mask_seed 0 or 1) trained without a class pair, on its own."""
+        input:
+            data=CIFAR_CACHE,
+            network=f"{CIFAR_DIR}/network.pt",
+        output:
+            mask=f"{CIFAR_DIR}/stability/{{pair}}_mask{{mask_seed}}.pt",
+        params:
+            settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
+            provenance=cifar_provenance("mask", pair="pair", mask_seed="mask_seed"),
+            code=CIFAR_CODE["mask"],
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        log:
+            f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/stability/{{pair}}_mask{{mask_seed}}.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/cifar10_stability_mask.py"
+
+    rule cifar10_stability:
+        """IoU of the two masks of each class pair of one network."""
+        input:
+            cifar_stability_inputs,
+        output:
+            f"{CIFAR_DIR}/stability.parquet",
+        params:
+            provenance=cifar_provenance("evaluate"),
+            code=CIFAR_CODE["evaluate"],
+        resources:
+            **job_resources("evaluate"),
+        log:
+            f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/stability.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/cifar10_stability.py"
+
+    localrules: cifar10_table
+
+    rule cifar10_table:
+        """One tidy CIFAR-10 table over all architectures and seeds."""
+        input:
+            lambda wc: cifar_table_inputs(wc.cifar_table),
+        output:
+            f"{RESULTS}/cifar10/{{cifar_table}}.parquet",
+        wildcard_constraints:
+            cifar_table="|".join(CIFAR_TABLES + ["stability"]),
+        resources:
+            **job_resources("collect"),
+        log:
+            f"{RESULTS}/logs/cifar10/collect_{{cifar_table}}.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/collect_table.py"
+
+    rule figures_cifar10:
+        """Paper Fig. 6a, 6b (class-removal drops), 18 (control confusion) and 19-21 (confusion differences)."""
+        input:
+            **{table: f"{RESULTS}/cifar10/{table}.parquet" for table in CIFAR_TABLES},
+        output:
+            report(
+                directory(f"{FIGURES}/cifar10"),
+                patterns=["{figure}.png"],
+                caption="../report/cifar10.rst",
+                category="cifar10",
+                labels={"figure": "{figure}"},
+            ),
+        params:
+            code=figure_code("cifar10"),
+        resources:
+            **job_resources("figures"),
+        log:
+            f"{RESULTS}/logs/figures/cifar10.log",
+        conda:
+            "../envs/modmask.yaml"
+        script:
+            "../scripts/figures_cifar10.py"
