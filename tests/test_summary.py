@@ -73,3 +73,38 @@ def test_scan_rows_compare_the_iid_mask_with_the_split_mask_and_single_out_i_jum
     jump = [ours for finding, ours in rows.items() if "I_JUMP" in finding]
     # I_JUMP 55% ± 7.1%; the other actions 20% (mean of I_WALK, I_RUN; <eos> is not an action)
     assert jump == ["55.0% ± 7.1% vs 20.0% ± 0.0%"]
+
+
+def test_cifar10_rows_report_the_removed_class_drop_the_worst_other_class_and_the_iou(tmp_path):
+    from modmask.summary import cifar10_rows
+
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (tmp_path / "cifar10").mkdir()
+    accuracy, confusion = [], []
+    for mask, removed in [("control", None), *[(f"without_{c}", c) for c in classes]]:
+        for c in classes:
+            # control 0.8 everywhere; the removed class falls to 0.2 (drop 0.75), its neighbour to 0.7 (drop 0.125)
+            value = 0.8 if removed is None else 0.2 if c == removed else \
+                0.7 if classes.index(c) == (classes.index(removed) + 1) % 10 else 0.8
+            accuracy.append({"arch": "cnn", "seed": 0, "mask": mask, "removed_class": removed, "class": c,
+                             "accuracy": value})
+            for p in classes:
+                fraction = value if p == c else (1 - value) / 9
+                if removed == "cat" and c == "cat":
+                    fraction = {"cat": 0.2, "dog": 0.5}.get(p, 0.3 / 8)
+                confusion.append({"arch": "cnn", "seed": 0, "mask": mask, "removed_class": removed, "true_class": c,
+                                  "predicted_class": p, "fraction": fraction})
+    pd.DataFrame(accuracy).to_parquet(tmp_path / "cifar10" / "accuracy.parquet")
+    pd.DataFrame(confusion).to_parquet(tmp_path / "cifar10" / "confusion.parquet")
+    pd.DataFrame({"arch": ["cnn"] * 2, "pair": ["cat+dog", "bird+ship"], "iou": [0.9, 0.8]}).to_parquet(
+        tmp_path / "cifar10" / "stability.parquet")
+    rows = {finding: ours for finding, _, ours in cifar10_rows(tmp_path)}
+    assert rows["CIFAR-10 cnn: relative accuracy drop of the removed class, mean over the 10 classes (Fig. 6a)"] == \
+        "75.0% ± 0.0%"
+    assert rows["CIFAR-10 cnn: largest drop of another class / drop of the removed class, mean over classes (Fig. 6b)"] \
+        == f"{0.125 / 0.75:.2f} ± 0.00"
+    # cat's row: dog rises from 0.2/9 to 0.5
+    assert f"cat → dog (+{(0.5 - 0.2 / 9) * 100:.0f} pp)" in rows[
+        "CIFAR-10 cnn: where the removed class's images go (largest confusion increase)"]
+    iou = [ours for finding, ours in rows.items() if "stability" in finding]
+    assert iou == ["85.00% ± 7.07%"]

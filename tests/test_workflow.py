@@ -331,3 +331,12 @@ def test_missing_cifar_copy_stops_with_the_file_and_path_named(workflow, tmp_pat
                        check=False)
     assert result.returncode != 0
     assert f"{tmp_path / 'nowhere'}/data_batch_1" in result.stdout + result.stderr
+
+
+def test_download_setting_plans_the_checked_download(workflow, tmp_path):
+    override = tmp_path / "download.yaml"
+    override.write_text(f"cifar10:\n  data:\n    download: true\n    download_dir: {tmp_path / 'cifar'}\n")
+    result = snakemake(workflow, "results/smoke/data/cifar10/cifar10.pt", "--dry-run", "--forceall",
+                       extra_config=override)
+    assert planned_jobs(result) == {"download_cifar10": 1, "cifar10_data": 1}
+    assert f"{tmp_path / 'cifar'}/cifar-10-batches-py" in result.stdout + result.stderr
