@@ -230,9 +230,7 @@ def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
     workdir = copy_workflow(tmp_path / "workflow", WORKFLOW_FILES)
     # device auto: the training and evaluation jobs ask SLURM for a GPU (and run on the CPU, where none is)
     settings = "device: auto\n"
-    mnist = getattr(test_workflow, "MNIST_DIR", None)  # local data of experiments that read files
-    if mnist is not None:
-        settings += f"permuted_mnist:\n  data:\n    mnist_dir: {mnist}\n"
+    settings += test_workflow.LOCAL_DATA_SETTINGS  # local data of experiments that read files
     (workdir / "slurm_test.yaml").write_text(settings)
     cmd = [sys.executable, "-m", "snakemake", "figures/all", "--workflow-profile", "profiles/slurm",
            "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
@@ -250,7 +248,8 @@ def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
     total = int(re.findall(r"(\d+) of \1 steps \(100%\) done", output)[-1])
     submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
     local = re.findall(r"^localrule (\w+):", output, re.M)
-    assert local and set(local) <= {"collect_table", "collect_sweep_table", "figures_all"}, set(local)
+    assert local and set(local) <= {"collect_table", "collect_sweep_table", "figures_all",
+                                         "scan_table", "cifar10_table"}, set(local)
     assert len(submitted) == total - len(local), f"{len(submitted)} SLURM jobs for {total} workflow jobs"
 
     # The figures came out.

@@ -22,6 +22,9 @@ WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask"]
 MNIST_DIR = shared_data("mnist")
 CIFAR_ARCHIVE = shared_data("cifar10") / "cifar10-jpeg.tar.gz"
 LOCAL_DATA = "local_data.yaml"
+# Config lines pointing the experiments that read files at the local copies.
+LOCAL_DATA_SETTINGS = (f"permuted_mnist:\n  data:\n    mnist_dir: {MNIST_DIR}\n"
+                       f"cifar10:\n  data:\n    jpeg_archive: {CIFAR_ARCHIVE}\n")
 
 
 def snakemake(workdir: Path, *args: str, extra_config: Path | None = None, check: bool = True):
@@ -50,8 +53,7 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("workflow"), WORKFLOW_FILES)
-    (workdir / LOCAL_DATA).write_text(f"permuted_mnist:\n  data:\n    mnist_dir: {MNIST_DIR}\n"
-                                      f"cifar10:\n  data:\n    jpeg_archive: {CIFAR_ARCHIVE}\n")
+    (workdir / LOCAL_DATA).write_text(LOCAL_DATA_SETTINGS)
     first = snakemake(workdir, "figures/all")
     (workdir / "first_run.txt").write_text(first.stdout + first.stderr)
     return workdir
