@@ -237,7 +237,7 @@ def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
            "--slurm-keep-successful-logs",
            "--configfile", "config/smoke.yaml", "slurm_test.yaml"]
     started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=workdir, env=slurm.env, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(cmd, cwd=workdir, env=slurm.env, capture_output=True, text=True, timeout=2700)
     duration = time.perf_counter() - started
     output = result.stdout + result.stderr
     (tmp_path / "snakemake.txt").write_text(output)
