@@ -8,10 +8,10 @@ from modmask.experiments import cifar10 as cifar_experiment
 
 CIFAR = config.get("cifar10")
 CIFAR_TABLES = ["accuracy", "confusion"]
-_CIFAR_MODEL = ("data.cifar10", "experiments.cifar10", "cifar_steps", "cnn", "config", "training",
+_CIFAR_MODEL = ("data.cifar10", "data.mnist", "experiments.cifar10", "cifar_steps", "cnn", "config", "training",
                 "masked_model", "masks", "gumbel", "metrics", "pipeline", "io")
 CIFAR_CODE = {
-    "data": code_version("data.cifar10", "experiments.cifar10", "cifar_steps", "io"),
+    "data": code_version("data.cifar10", "data.mnist", "experiments.cifar10", "cifar_steps", "io"),
     "network": code_version(*_CIFAR_MODEL),
     "mask": code_version(*_CIFAR_MODEL),
     "evaluate": code_version(*_CIFAR_MODEL),

@@ -146,16 +146,6 @@ def load(directory: str | Path, verify: bool = True) -> dict[str, tuple[torch.Te
     return result
 
 
-def subset(images: torch.Tensor, labels: torch.Tensor, size: int | None, seed: int):
-    """A fixed random subset of ``size`` examples (all of them when ``size`` is None or too large)."""
-    if size is None or size >= len(labels):
-        return images, labels
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    index = torch.randperm(len(labels), generator=generator)[:size].sort().values
-    return images[index], labels[index]
-
-
 # ---- input pipeline -----------------------------------------------------------------------------
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..cnn import build_cnn
 from ..data import cifar10 as cifar_data
+from ..data.mnist import subset  # the same fixed random subset as permuted MNIST's
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
 from ..metrics import iou
@@ -55,7 +56,7 @@ def data_cache(data: dict, train_size: int | None, test_size: int | None, seed: 
     """The tensors the other jobs load: uint8 images and labels, optionally fixed random subsets."""
     cache = {"format": DATA_FORMAT, "classes": list(CLASSES)}
     for part, size in (("train", train_size), ("test", test_size)):
-        images, labels = cifar_data.subset(*data[part], size, seed)
+        images, labels = subset(*data[part], size, seed)
         cache[part] = {"images": images.contiguous(), "labels": labels.contiguous()}
     return cache
 
