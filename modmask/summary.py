@@ -218,10 +218,26 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def mathematics_rows(results: Path) -> list[tuple[str, str, str]]:
+    from .plotting.mathematics import task_label
+
+    accuracy = pd.read_parquet(results / "mathematics" / "accuracy.parquet")
+    hard = accuracy[accuracy["test_level"] == "hard"]
+    rows = []
+    for task in dict.fromkeys(hard["task"]):
+        per_mask = {m: hard[(hard["task"] == task) & (hard["mask"] == m)].set_index("seed")["accuracy"]
+                    for m in ("none", "control", "easy")}
+        rows.append((f"Mathematics {task_label(task)}: hard test accuracy, no mask / control mask / easy-only mask "
+                     "(Fig. 5)", "the easy mask loses accuracy on hard",
+                     " / ".join(_ms(per_mask[m], True) for m in ("none", "control", "easy"))))
+    return rows
+
+
 def markdown(results: str | Path) -> str:
     results = Path(results)
     rows = []
-    for part in (addmul_rows, double_add_rows, sweep_rows, permuted_mnist_rows, scan_rows, cifar10_rows):
+    for part in (addmul_rows, double_add_rows, sweep_rows, permuted_mnist_rows, scan_rows, cifar10_rows,
+                 mathematics_rows):
         try:
             rows += part(results)
         except FileNotFoundError:

@@ -29,6 +29,12 @@ class TrainSettings:
     grad_clip: float | None = 1.0
     optimizer: str = "adam"
     weight_decay: float = 0.0
+    # Adam's betas and eps (PyTorch's defaults; the Mathematics Dataset uses (0.9, 0.995) and 1e-9)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    # linear learning-rate warm-up (network, mask and joint training): optimiser step s (1-based) uses
+    # lr * min(1, s / warmup); 0: none. It multiplies any lr_milestones factor.
+    warmup: int = 0
     # network training only: the learning rate is divided by 10 at each of these steps (ResNet schedule)
     lr_milestones: tuple[int, ...] = ()
     log_every: int = 500
@@ -41,6 +47,18 @@ class TrainSettings:
     kernels: str = "auto"
     # weights and masks trained together (train_jointly): the weights' learning rate (None: lr)
     weight_lr: float | None = None
+
+    def __post_init__(self):
+        # YAML gives lists; keep the dataclass hashable and comparable whatever the source
+        betas = tuple(float(b) for b in self.adam_betas)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        self.adam_betas = betas
+        self.adam_eps = float(self.adam_eps)
+        if int(self.warmup) != self.warmup or self.warmup < 0:
+            raise ValueError(f"warmup must be a non-negative whole number of steps, got {self.warmup!r}")
+        self.warmup = int(self.warmup)
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
 
     @classmethod
     def from_config(cls, block: dict, **overrides) -> "TrainSettings":
@@ -82,12 +100,35 @@ class History:
         self.rows.append(row)
 
 
+def _adam(params, settings: TrainSettings, **options):
+    return torch.optim.Adam(params, betas=settings.adam_betas, eps=settings.adam_eps, **options)
+
+
 def _make_optimizer(params, settings: TrainSettings):
     if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        return _adam(params, settings, lr=settings.lr, weight_decay=settings.weight_decay)
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+
+
+def _schedule(optimizer, settings: TrainSettings, milestones: tuple[int, ...] = ()):
+    """The learning-rate scheduler of a loop (stepped after every optimiser step), or None.
+
+    Milestones alone: ``MultiStepLR`` (lr / 10 at each). With ``warmup``: one ``LambdaLR`` whose factor
+    for optimiser step s (1-based) is ``min(1, s / warmup) * 0.1 ** (number of milestones < s)``, the same
+    milestone schedule times the linear warm-up. Either is checkpointed with the loop's state.
+    """
+    if settings.warmup:
+        warmup = settings.warmup
+
+        def factor(done: int) -> float:  # ``done`` optimiser steps so far: this is step done + 1
+            return min(1.0, (done + 1) / warmup) * 0.1 ** sum(done >= m for m in milestones)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if milestones:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=0.1)
+    return None
 
 
 class _Checkpointer:
@@ -163,9 +204,8 @@ def train_network(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, se
     model.train()
     optimizer = _make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     stateful = {"model": model, "optimizer": optimizer, "sampler": sampler}
-    scheduler = None
-    if settings.lr_milestones:
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(settings.lr_milestones), gamma=0.1)
+    scheduler = _schedule(optimizer, settings, settings.lr_milestones)
+    if scheduler is not None:
         stateful["scheduler"] = scheduler  # resumed with the rest, so a restarted job keeps its schedule
 
     def step():
@@ -206,7 +246,8 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
                          output_batch_dim=output_batch_dim, seed=seed, kernels=settings.kernels)
     forward = forward or (lambda m, inputs: m(inputs))
     trainable = mask.trainable_parameters()
-    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    optimizer = _adam(trainable, settings, lr=settings.lr)
+    scheduler = _schedule(optimizer, settings)
 
     def step():
         inputs, targets = sampler()
@@ -217,6 +258,8 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
         if settings.grad_clip:
             nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         return task_loss.item()
 
     def progress():
@@ -224,6 +267,8 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
         return {"kept": kept / mask.numel()}
 
     stateful = {"mask": mask, "optimizer": optimizer, "sampler": sampler, "noise": masked.noise}
+    if scheduler is not None:
+        stateful["scheduler"] = scheduler
     history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
                         log, "mask", progress)
     return mask, history
@@ -256,8 +301,9 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
                          kernels=settings.kernels, train_weights=True)
     weights = [p for p in model.parameters() if p.requires_grad]
     logits = mask.trainable_parameters()
-    optimizer = torch.optim.Adam([{"params": weights, "lr": settings.weight_lr or settings.lr},
-                                  {"params": logits, "lr": settings.lr}])
+    optimizer = _adam([{"params": weights, "lr": settings.weight_lr or settings.lr},
+                       {"params": logits, "lr": settings.lr}], settings)
+    scheduler = _schedule(optimizer, settings)
 
     def step():
         inputs, targets = sampler()
@@ -274,6 +320,8 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
         with torch.no_grad():
             for name, bits in frozen.items():
                 params[name].copy_(torch.where(bits, snapshot[name], params[name]))
+        if scheduler is not None:
+            scheduler.step()
         return task_loss.item()
 
     def progress():
@@ -281,6 +329,8 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
         return {"kept": kept / mask.numel()}
 
     stateful = {"model": model, "mask": mask, "optimizer": optimizer, "sampler": sampler, "noise": masked.noise}
+    if scheduler is not None:
+        stateful["scheduler"] = scheduler
     history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
                         log, "joint", progress)
     model.eval()

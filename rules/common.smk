@@ -239,3 +239,23 @@ def cifar_table_inputs(table):
     return [f"{RESULTS}/cifar10/{arch}/seed{seed}/{table}.parquet" for arch in block["architectures"]
             for seed in seeds(block)]
 
+
+
+# Mathematics Dataset (rules/mathematics.smk)
+def math_stage_settings(wildcards, stage):
+    """A task's ``pretrain`` or ``mask`` settings (the task's overrides merged in)."""
+    from modmask import mathematics_steps
+
+    return mathematics_steps.stage_settings(config["mathematics"], wildcards.task, stage)
+
+
+def math_provenance(stage, **columns):
+    """Provenance columns of a Mathematics stage; ``columns`` maps extra column names to wildcard names."""
+    from modmask import mathematics_steps
+
+    def columns_for(wildcards):
+        extra = {k: getattr(wildcards, v) for k, v in columns.items()}
+        return mathematics_steps.provenance(config["mathematics"], wildcards.task, wildcards.seed, stage,
+                                            config["scale"], MATH_CODE[stage], **extra)
+
+    return columns_for

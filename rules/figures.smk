@@ -80,10 +80,11 @@ rule summary:
         [f"{RESULTS}/permuted_mnist/{t}.parquet" for t in ["sharing", "accuracy"]] if config.get("permuted_mnist") else [],
         [f"{RESULTS}/scan/{t}.parquet" for t in ["accuracy", "output_weights"]] if config.get("scan") else [],
         [f"{RESULTS}/cifar10/{t}.parquet" for t in ["accuracy", "confusion", "stability"]] if config.get("cifar10") else [],
+        [f"{RESULTS}/mathematics/accuracy.parquet"] if config.get("mathematics") else [],
     output:
         report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="summary"),
     params:
-        code=code_version("summary", "metrics", "plotting.cifar10"),
+        code=code_version("summary", "metrics", "plotting.cifar10", "plotting.mathematics"),
     resources:
         **job_resources("figures"),
     log:
@@ -106,6 +107,7 @@ rule figures_all:
         [f"{FIGURES}/permuted_mnist"] if config.get("permuted_mnist") else [],
         [f"{FIGURES}/scan"] if config.get("scan") else [],
         [f"{FIGURES}/cifar10"] if config.get("cifar10") else [],
+        [f"{FIGURES}/mathematics"] if config.get("mathematics") else [],
         f"{RESULTS}/summary.md",
     output:
         f"{FIGURES}/all",

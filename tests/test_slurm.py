@@ -249,7 +249,8 @@ def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
     submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
     local = re.findall(r"^localrule (\w+):", output, re.M)
     assert local and set(local) <= {"collect_table", "collect_sweep_table", "figures_all",
-                                         "scan_table", "cifar10_table"}, set(local)
+                                         "scan_table", "cifar10_table", "mathematics_table",
+                                         "mathematics_env"}, set(local)
     assert len(submitted) == total - len(local), f"{len(submitted)} SLURM jobs for {total} workflow jobs"
 
     # The figures came out.

@@ -108,3 +108,18 @@ def test_cifar10_rows_report_the_removed_class_drop_the_worst_other_class_and_th
         "CIFAR-10 cnn: where the removed class's images go (largest confusion increase)"]
     iou = [ours for finding, ours in rows.items() if "stability" in finding]
     assert iou == ["85.00% ± 7.07%"]
+
+
+def test_mathematics_rows_give_hard_accuracy_per_mask(tmp_path):
+    from modmask.summary import mathematics_rows
+
+    (tmp_path / "mathematics").mkdir()
+    rows = [{"task": "comparison__sort", "seed": seed, "mask": mask, "test_level": level, "accuracy": value}
+            for seed, offset in ((0, 0.0), (1, 0.2))
+            for mask, value in (("none", 0.6), ("control", 0.5), ("easy", 0.1))
+            for level, value in (("hard", value + offset), ("easy", 0.99))]
+    pd.DataFrame(rows).to_parquet(tmp_path / "mathematics" / "accuracy.parquet")
+    found = {finding: ours for finding, _, ours in mathematics_rows(tmp_path)}
+    # hard only; mean ± sample std over the seeds: (0.6, 0.8), (0.5, 0.7), (0.1, 0.3)
+    assert found == {"Mathematics sort: hard test accuracy, no mask / control mask / easy-only mask (Fig. 5)":
+                     "70.0% ± 14.1% / 60.0% ± 14.1% / 20.0% ± 14.1%"}

@@ -134,3 +134,138 @@ def test_lr_milestones_divide_the_learning_rate_by_ten_and_weight_decay_shrinks_
     assert model.weight.item() == pytest.approx(w, rel=1e-6)
     # without the milestones the weight would have shrunk far more
     assert w > 0.5 and abs(w - 1.0) > 0.05
+
+
+# ---- Adam's betas and eps, linear warm-up (the Mathematics Dataset's settings) ---------------------
+
+def _run_and_record_lrs(train, settings, **kwargs):
+    """Learning rates of each optimiser step of ``train`` (train_network or train_mask)."""
+    lrs = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kw):
+        lrs.append([group["lr"] for group in self.param_groups])
+        return original(self, *args, **kw)
+
+    torch.optim.Adam.step = step
+    try:
+        result = train(settings=settings, **kwargs)
+    finally:
+        torch.optim.Adam.step = original
+    return lrs, result
+
+
+def _regression():
+    torch.manual_seed(0)
+    x = torch.randn(64, 3)
+    return nn.Linear(3, 1), BatchSampler([x, x.sum(1, keepdim=True)], 8, seed=0)
+
+
+def test_warmup_ramps_the_learning_rate_linearly_in_network_and_mask_training():
+    settings = TrainSettings(steps=6, lr=0.4, batch_size=8, warmup=4, log_every=100, mask_samples=2)
+    model, sampler = _regression()
+    lrs, _ = _run_and_record_lrs(train_network, settings, model=model, sampler=sampler,
+                                 loss_fn=nn.functional.mse_loss)
+    # step s uses lr * min(1, s / 4): 0.1, 0.2, 0.3, 0.4, then 0.4
+    assert [g[0] for g in lrs] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    model, sampler = _regression()
+    lrs, _ = _run_and_record_lrs(train_mask, settings, model=model, sampler=sampler, loss_fn=nn.functional.mse_loss)
+    assert [g[0] for g in lrs] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+
+
+def test_warmup_combines_with_lr_milestones():
+    settings = TrainSettings(steps=7, lr=1.0, batch_size=8, warmup=4, lr_milestones=(2, 5), log_every=100)
+    model, sampler = _regression()
+    lrs, _ = _run_and_record_lrs(train_network, settings, model=model, sampler=sampler,
+                                 loss_fn=nn.functional.mse_loss)
+    # warm-up 1/4, 2/4, 3/4, 1, 1, 1, 1 times 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01 (MultiStepLR's milestones)
+    assert [g[0] for g in lrs] == pytest.approx([0.25, 0.5, 0.075, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_warmup_applies_to_both_groups_of_joint_training():
+    from modmask.training import train_jointly
+    model, sampler = _regression()
+    mask = WeightMask.for_module(model, MaskSelection())
+    settings = TrainSettings(steps=3, lr=0.3, weight_lr=0.6, batch_size=8, mask_samples=2, warmup=3, log_every=100)
+    lrs, _ = _run_and_record_lrs(train_jointly, settings, model=model, mask=mask, sampler=sampler,
+                                 loss_fn=nn.functional.mse_loss)
+    assert lrs == [pytest.approx([0.2, 0.1]), pytest.approx([0.4, 0.2]), pytest.approx([0.6, 0.3])]
+
+
+def test_no_warmup_and_no_milestones_keep_the_constant_learning_rate():
+    model, sampler = _regression()
+    lrs, _ = _run_and_record_lrs(train_network, TrainSettings(steps=3, lr=0.2, batch_size=8, log_every=100),
+                                 model=model, sampler=sampler, loss_fn=nn.functional.mse_loss)
+    assert [g[0] for g in lrs] == [0.2, 0.2, 0.2]
+
+
+def test_adam_betas_and_eps_reach_the_optimisers_and_yaml_lists_become_tuples():
+    settings = TrainSettings.from_config({"steps": 1, "adam_betas": [0.9, 0.995], "adam_eps": 1e-9, "batch_size": 8,
+                                          "mask_samples": 2, "warmup": 0})
+    assert settings.adam_betas == (0.9, 0.995) and isinstance(settings.adam_betas, tuple)
+    assert TrainSettings(steps=1).adam_betas == (0.9, 0.999) and TrainSettings(steps=1).adam_eps == 1e-8
+    seen = []
+    original = torch.optim.Adam.__init__
+
+    def init(self, params, *args, **kwargs):
+        original(self, params, *args, **kwargs)
+        seen.append([(g["betas"], g["eps"]) for g in self.param_groups])
+
+    torch.optim.Adam.__init__ = init
+    try:
+        model, sampler = _regression()
+        train_network(model, sampler, nn.functional.mse_loss, settings)
+        model, sampler = _regression()
+        train_mask(model, sampler, nn.functional.mse_loss, settings)
+    finally:
+        torch.optim.Adam.__init__ = original
+    assert seen == [[((0.9, 0.995), 1e-9)], [((0.9, 0.995), 1e-9)]]
+
+
+@pytest.mark.parametrize("bad", [{"adam_betas": [0.9]}, {"adam_betas": [0.9, 1.0]}, {"warmup": -1},
+                                 {"warmup": 2.5}])
+def test_bad_optimiser_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        TrainSettings(steps=1, **bad)
+
+
+@pytest.mark.parametrize("kind", ["network", "mask"])
+def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path, kind):
+    """A crash at step 7 resumes from the checkpoint at step 5, inside a 12-step warm-up."""
+    settings = TrainSettings(steps=16, lr=5e-2, batch_size=64, warmup=12, adam_betas=(0.9, 0.995), adam_eps=1e-9,
+                             checkpoint_every=5, log_every=4)
+    if kind == "mask":
+        (reference, ref_history), (resumed, history), left_by_crash, _ = crash_then_resume(tmp_path, settings, 7)
+        assert left_by_crash
+        for name in reference.names:
+            assert torch.equal(reference.logit(name), resumed.logit(name)), name
+        assert history.rows == ref_history.rows
+        return
+    x, y = xor_like_data()
+    calls = {"n": 0, "crash_at": None}
+
+    def loss(out, target):
+        calls["n"] += 1
+        if calls["n"] == calls["crash_at"]:
+            raise Crash()
+        return nn.functional.cross_entropy(out, target)
+
+    def run(checkpoint, crash=None):
+        calls.update(n=0, crash_at=crash)
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+        history = train_network(net, BatchSampler([x, y], 64, seed=0), loss, settings, checkpoint_path=checkpoint,
+                                identity="run")
+        return net, history
+
+    reference, ref_history = run(None)
+    checkpoint = tmp_path / "net.ckpt"
+    with pytest.raises(Crash):
+        run(checkpoint, 7)
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["step"] == 5 and saved["scheduler"]["last_epoch"] == 5  # the warm-up's position travels along
+    resumed, history = run(checkpoint)
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert history.rows == ref_history.rows
+    assert not checkpoint.exists()

@@ -70,6 +70,7 @@ FIGURES = {
     "cifar10": ["fig06_a_removed_class_drop", "fig06_b_other_class_drop", "fig18_confusion_control",
                 "fig19_confusion_diff_simple_cnn", "fig20_confusion_diff_simple_cnn_nodrop",
                 "fig21_confusion_diff_resnet"],
+    "mathematics": ["fig05_mathematics"],
 }
 
 
@@ -107,6 +108,8 @@ def test_tables_are_tidy_with_provenance(workflow):
 
 def test_every_job_wrote_a_log(workflow):
     logs = list((workflow / "results" / "smoke" / "logs").rglob("*.log"))
+    # the Mathematics generator's environment is shared by every scale: its log lies beside it
+    logs += list((workflow / ".snakemake" / "venvs").glob("*.log"))
     jobs = int(re.findall(r"(\d+) of \1 steps \(100%\) done", (workflow / "first_run.txt").read_text())[-1])
     assert len(logs) == jobs
     mask_log = (workflow / "results/smoke/logs/addmul/fnn/seed0/main/mask_add.log").read_text()
@@ -289,6 +292,31 @@ def test_scan_tables_score_every_network_and_mask_on_every_test_set(workflow):
     kept = weights.dropna(subset=["removed_fraction"])
     assert (kept["removed"] <= kept["iid_kept"]).all()
     assert (kept["removed_fraction"] == kept["removed"] / kept["iid_kept"]).all()
+
+
+def test_mathematics_tables_score_the_network_and_both_masks_on_every_level(workflow):
+    results = workflow / "results" / "smoke" / "mathematics"
+    accuracy = pd.read_parquet(results / "accuracy.parquet")
+    tasks = {"arithmetic__add_or_sub", "algebra__linear_1d", "calculus__differentiate", "comparison__sort",
+             "polynomials__collect"}
+    # per task (1 seed): no mask, the control mask and the easy mask, each on the 3 levels' test sets
+    assert len(accuracy) == 5 * 3 * 3 and set(accuracy["task"]) == tasks
+    assert set(accuracy["mask"]) == {"none", "control", "easy"}
+    assert set(accuracy["test_level"]) == {"easy", "medium", "hard"}
+    assert (accuracy["total"] == 50).all()  # smoke: test_per_level
+    assert (accuracy["accuracy"] == accuracy["correct"] / accuracy["total"]).all()
+    for column in ("experiment", "scale", "seed", "config_hash", "code_version"):
+        assert accuracy[column].notna().all(), column
+    run = results / "comparison__sort" / "seed0"
+    control, easy = (load_torch(run / f"mask_{name}.pt") for name in ("control", "easy"))
+    assert control["subset"] == "control" and easy["subset"] == "easy"
+    # the tied embeddings (the read-out) are never masked
+    names = set(control["names"])
+    assert names and not any("embedding" in n or n.startswith("decoder.output") for n in names), names
+    train = pd.read_parquet(workflow / "results/smoke/data/mathematics/comparison__sort/train.parquet")
+    easy_rows = int((train["level"] == "easy").sum())
+    assert f"training a mask on {easy_rows} examples" in (
+        workflow / "results/smoke/logs/mathematics/comparison__sort/seed0/mask_easy.log").read_text()
 
 
 CIFAR_MASKS = {"none", "control"} | {f"without_{c}" for c in ("airplane", "automobile", "bird", "cat", "deer", "dog",

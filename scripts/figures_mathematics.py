@@ -1,0 +1,12 @@
+"""Rule figures_mathematics: paper Fig. 5 from the Parquet tables alone."""
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
+from modmask.io import read_parquet  # noqa: E402
+from modmask.plotting.mathematics import build_all  # noqa: E402
+from modmask.runtime import get_logger  # noqa: E402
+
+log = get_logger("modmask", snakemake.log[0])
+tables = {name: read_parquet(path) for name, path in snakemake.input.items()}
+for path in build_all(tables, snakemake.output[0]):
+    log.info("wrote %s", path)
