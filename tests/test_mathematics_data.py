@@ -265,11 +265,22 @@ def test_config_blocks(scale, sizes):
     math.check_settings(data)
 
 
-def test_schema_checks_data_strictly_and_allows_later_blocks():
+def test_schema_checks_the_mathematics_block_strictly():
     config = load_config(CONFIG / "config.yaml")
-    config["mathematics"]["pretrain"] = {"steps": 30000}  # the lead's later blocks
-    config["mathematics"]["architecture"] = {"model": "transformer"}
     validate_config(config)
+    config["mathematics"]["task_settings"] = None  # a smaller scale drops the per-task table
+    validate_config(config)
+    config["mathematics"]["task_settings"] = {"algebra__linear_1d": {"mask": {"warmup": -1}}}
+    with pytest.raises(ConfigError, match=r"warmup"):
+        validate_config(config)
+    config["mathematics"]["task_settings"] = {"linear_1d": {}}
+    with pytest.raises(ConfigError, match=r"linear_1d"):
+        validate_config(config)
+    config["mathematics"]["task_settings"] = None
+    config["mathematics"]["architecture"] = {"model": "transformer"}
+    with pytest.raises(ConfigError, match=r"'architecture' was unexpected"):
+        validate_config(config)
+    del config["mathematics"]["architecture"]
     config["mathematics"]["data"]["sample_per_level"] = 5
     with pytest.raises(ConfigError, match=r"mathematics\.data.*'sample_per_level' was unexpected"):
         validate_config(config)
