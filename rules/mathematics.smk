@@ -1,4 +1,4 @@
-# Mathematics Dataset (paper section 4, Fig. 5): the data stage. Per task (`mathematics.tasks`), a
+# Mathematics Dataset (paper section 4, Fig. 5). The data stage: per task (`mathematics.tasks`), a
 # train and a test table of (question, answer, level), levels easy / medium / hard, no question twice,
 # `test_per_level` of each level held out (target: snakemake mathematics_data_all).
 # The samples come from the official release when `mathematics.data.archive` names it (the unpacked
