@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from frames import cell
 from modmask.plotting import cifar10
 
 CLASSES = list(cifar10.CLASSES)
@@ -92,14 +93,6 @@ def tables(base_tables):
     return dict(base_tables)
 
 
-def _cell(stats, **keys):
-    pick = stats
-    for column, value in keys.items():
-        pick = pick[pick[column] == value]
-    assert len(pick) == 1, keys
-    return pick.iloc[0]
-
-
 # ---- Fig. 6 numbers -------------------------------------------------------------------------------
 
 def test_removed_class_drop_is_the_relative_drop_per_seed_then_mean_and_std(tables):
@@ -109,10 +102,10 @@ def test_removed_class_drop_is_the_relative_drop_per_seed_then_mean_and_std(tabl
     assert list(dict.fromkeys(stats["removed_class"])) == CLASSES  # label order
     assert len(stats) == 3 * 10
     # simple CNN, without cat: cat 0.8 -> 0.2 (drop 0.75) and 0.8 -> 0.4 (drop 0.5)
-    row = _cell(stats, arch="simple_cnn", removed_class="cat")
+    row = cell(stats, arch="simple_cnn", removed_class="cat")
     assert (row["mean"], row["std"], row["n"]) == pytest.approx((0.625, 0.25 / math.sqrt(2), 2))
     # ResNet: the removed class goes to 0 in both seeds
-    row = _cell(stats, arch="resnet", removed_class="truck")
+    row = cell(stats, arch="resnet", removed_class="truck")
     assert (row["mean"], row["std"], row["n"]) == pytest.approx((1.0, 0.0, 2))
 
 
@@ -120,7 +113,7 @@ def test_removed_class_drop_overall_is_the_mean_over_classes_then_over_seeds(tab
     stats = cifar10.removed_class_drop(tables["accuracy"], overall=True)
     assert len(stats) == 3 * 11
     assert list(stats.loc[stats["arch"] == "simple_cnn", "removed_class"]) == CLASSES + [cifar10.ALL_CLASSES]
-    row = _cell(stats, arch="simple_cnn", removed_class=cifar10.ALL_CLASSES)
+    row = cell(stats, arch="simple_cnn", removed_class=cifar10.ALL_CLASSES)
     assert (row["mean"], row["std"], row["n"]) == pytest.approx((0.625, 0.25 / math.sqrt(2), 2))
 
 
@@ -128,11 +121,11 @@ def test_removed_class_drop_pairs_each_mask_with_the_control_of_its_own_seed(tab
     accuracy = tables["accuracy"]
     # seed 7's control of simple_cnn gone: only seed 3's drop (0.75) is left
     gone = (accuracy["arch"] == "simple_cnn") & (accuracy["seed"] == 7) & (accuracy["mask"] == "control")
-    row = _cell(cifar10.removed_class_drop(accuracy[~gone]), arch="simple_cnn", removed_class="cat")
+    row = cell(cifar10.removed_class_drop(accuracy[~gone]), arch="simple_cnn", removed_class="cat")
     assert (row["mean"], row["std"], row["n"]) == pytest.approx((0.75, 0.0, 1))
     # no run at all of a class: NaN and n 0, not an exception
     gone = (accuracy["arch"] == "resnet") & (accuracy["mask"] == "without_dog")
-    row = _cell(cifar10.removed_class_drop(accuracy[~gone]), arch="resnet", removed_class="dog")
+    row = cell(cifar10.removed_class_drop(accuracy[~gone]), arch="resnet", removed_class="dog")
     assert math.isnan(row["mean"]) and math.isnan(row["std"]) and row["n"] == 0
 
 
@@ -141,19 +134,19 @@ def test_other_class_drop_ratio_is_hand_computed(tables):
     assert list(stats.columns) == ["arch", "removed_class", "worst_class", "mean", "std", "n"]
     assert len(stats) == 3 * 10
     # without cat: dog drops by 0.1 / 0.8 and 0.2 / 0.8; cat by 0.75 and 0.5 -> ratios 1/6 and 1/2
-    row = _cell(stats, arch="simple_cnn", removed_class="cat")
+    row = cell(stats, arch="simple_cnn", removed_class="cat")
     assert row["worst_class"] == "dog"
     assert (row["mean"], row["std"], row["n"]) == pytest.approx((1 / 3, (1 / 3) / math.sqrt(2), 2))
     # ResNet: partner 0.1 / 0.8 against a drop of 1 in both seeds
-    row = _cell(stats, arch="resnet", removed_class="automobile")
+    row = cell(stats, arch="resnet", removed_class="automobile")
     assert row["worst_class"] == "truck"
     assert (row["mean"], row["std"]) == pytest.approx((0.125, 0.0))
     # without bird the worst class is airplane in seed 3 (drop 0.125), frog in seed 7 (drop 0.25):
     # a tie in seeds, won by the larger drop; the ratio does not care which class it was
-    row = _cell(stats, arch="simple_cnn", removed_class="bird")
+    row = cell(stats, arch="simple_cnn", removed_class="bird")
     assert row["worst_class"] == "frog"
     assert row["mean"] == pytest.approx(1 / 3)
-    assert _cell(stats, arch="simple_cnn_nodrop", removed_class="bird")["worst_class"] == "airplane"
+    assert cell(stats, arch="simple_cnn_nodrop", removed_class="bird")["worst_class"] == "airplane"
 
 
 def test_other_class_drop_ratio_is_nan_where_removal_did_not_hurt(tables):
@@ -161,7 +154,7 @@ def test_other_class_drop_ratio_is_nan_where_removal_did_not_hurt(tables):
     # the mask without frog leaves frog at its control accuracy in every seed of simple_cnn
     pick = (accuracy["arch"] == "simple_cnn") & (accuracy["mask"] == "without_frog") & (accuracy["class"] == "frog")
     accuracy.loc[pick, "accuracy"] = CONTROL_ACCURACY
-    row = _cell(cifar10.other_class_drop_ratio(accuracy), arch="simple_cnn", removed_class="frog")
+    row = cell(cifar10.other_class_drop_ratio(accuracy), arch="simple_cnn", removed_class="frog")
     assert math.isnan(row["mean"]) and row["n"] == 0
 
 

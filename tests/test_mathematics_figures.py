@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from frames import cell
 from modmask.plotting import mathematics as fig5
 
 TASKS = ["polynomials__collect", "arithmetic__add_or_sub", "calculus__differentiate"]  # not the paper's order
@@ -30,14 +31,6 @@ def make_accuracy() -> pd.DataFrame:
     return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)  # order must not matter
 
 
-def _cell(stats, **keys):
-    pick = stats
-    for column, value in keys.items():
-        pick = pick[pick[column] == value]
-    assert len(pick) == 1, keys
-    return pick.iloc[0]
-
-
 def test_stats_are_hand_computed_means_and_stds_over_seeds():
     stats = fig5.level_accuracy_stats(make_accuracy())
     # the paper's task order, then masks none, control, easy
@@ -46,15 +39,15 @@ def test_stats_are_hand_computed_means_and_stds_over_seeds():
     assert list(dict.fromkeys(stats["label"])) == ["add_or_sub", "differentiate", "collect"]
     assert list(stats["mask"][:3]) == ["none", "control", "easy"] and len(stats) == 9
     # add_or_sub, hard, no mask: 0.5 + 0.3 = 0.8 and 0.9
-    row = _cell(stats, task="arithmetic__add_or_sub", mask="none")
+    row = cell(stats, task="arithmetic__add_or_sub", mask="none")
     assert (row["mean"], row["std"], row["count"]) == pytest.approx((0.85, 0.1 / math.sqrt(2), 2))
     # collect, hard, easy mask: 0.1 and 0.2
-    assert _cell(stats, task="polynomials__collect", mask="easy")["mean"] == pytest.approx(0.15)
+    assert cell(stats, task="polynomials__collect", mask="easy")["mean"] == pytest.approx(0.15)
     # differentiate, control mask: 0.55 and 0.65
-    assert _cell(stats, task="calculus__differentiate", mask="control")["mean"] == pytest.approx(0.6)
+    assert cell(stats, task="calculus__differentiate", mask="control")["mean"] == pytest.approx(0.6)
     # another level: easy-level accuracy of add_or_sub's easy mask: 0.65 and 0.75
     easy = fig5.level_accuracy_stats(make_accuracy(), level="easy")
-    assert _cell(easy, task="arithmetic__add_or_sub", mask="easy")["mean"] == pytest.approx(0.7)
+    assert cell(easy, task="arithmetic__add_or_sub", mask="easy")["mean"] == pytest.approx(0.7)
 
 
 def test_one_seed_has_no_std_and_a_missing_run_is_nan():
@@ -62,9 +55,9 @@ def test_one_seed_has_no_std_and_a_missing_run_is_nan():
     one_seed = accuracy[accuracy["seed"] == 0]
     gone = (one_seed["task"] == "calculus__differentiate") & (one_seed["mask"] == "easy")
     stats = fig5.level_accuracy_stats(one_seed[~gone])
-    row = _cell(stats, task="arithmetic__add_or_sub", mask="none")
+    row = cell(stats, task="arithmetic__add_or_sub", mask="none")
     assert row["mean"] == pytest.approx(0.8) and row["count"] == 1 and math.isnan(row["std"])
-    row = _cell(stats, task="calculus__differentiate", mask="easy")
+    row = cell(stats, task="calculus__differentiate", mask="easy")
     assert math.isnan(row["mean"]) and row["count"] == 0
     fig = fig5.accuracy_figure(one_seed[~gone])
     ax = fig.axes[0]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from frames import cell
 from modmask.plotting import scan
 
 SPLITS = ["simple", "length", "addprim_jump", "addprim_turn_left"]
@@ -70,14 +71,6 @@ def tables():
     return {"accuracy": make_accuracy(), "output_weights": make_output_weights()}
 
 
-def _cell(stats, **keys):
-    pick = stats
-    for column, value in keys.items():
-        pick = pick[pick[column] == value]
-    assert len(pick) == 1, keys
-    return pick.iloc[0]
-
-
 # ---- the numbers ----------------------------------------------------------------------------------
 
 def test_split_mask_stats_are_hand_computed_means_over_seeds(tables):
@@ -87,14 +80,14 @@ def test_split_mask_stats_are_hand_computed_means_over_seeds(tables):
     assert len(stats) == 2 * 3 * 3
     # lstm on length: IID mask 0.10 / 0.20, length mask 0.20 / 0.30, no mask 0.30 / 0.40
     for condition, mean in (("iid_mask", 0.15), ("split_mask", 0.25), ("no_mask", 0.35)):
-        row = _cell(stats, arch="lstm", split="length", condition=condition)
+        row = cell(stats, arch="lstm", split="length", condition=condition)
         assert row["mean"] == pytest.approx(mean)
         assert row["std"] == pytest.approx(STD_OF_TWO_SEEDS)
         assert row["count"] == 2
     # transformer on add jump with the add-jump mask: 0.5 + 0.25 + 0.02 = 0.77 / 0.87
-    assert _cell(stats, arch="transformer", split="addprim_jump", condition="split_mask")["mean"] == pytest.approx(0.82)
+    assert cell(stats, arch="transformer", split="addprim_jump", condition="split_mask")["mean"] == pytest.approx(0.82)
     # transformer on add turn left with the IID mask: 0.5 + 0.10 + 0.04 = 0.64 / 0.74
-    assert _cell(stats, arch="transformer", split="addprim_turn_left", condition="iid_mask")["mean"] == pytest.approx(
+    assert cell(stats, arch="transformer", split="addprim_turn_left", condition="iid_mask")["mean"] == pytest.approx(
         0.69)
 
 
@@ -102,13 +95,13 @@ def test_direct_vs_mask_stats_are_hand_computed_means_over_seeds(tables):
     stats = scan.direct_vs_mask_stats(tables["accuracy"])
     assert len(stats) == 2 * 3 * 2
     # direct lstm on its own split length: 0.05 / 0.15 (not the +0.03 of other test splits)
-    row = _cell(stats, arch="lstm", split="length", condition="direct")
+    row = cell(stats, arch="lstm", split="length", condition="direct")
     assert (row["mean"], row["std"], row["count"]) == pytest.approx((0.10, STD_OF_TWO_SEEDS, 2))
     # direct transformer on add turn left: 0.5 + 0.05 + 0.04 = 0.59 / 0.69
-    row = _cell(stats, arch="transformer", split="addprim_turn_left", condition="direct")
+    row = cell(stats, arch="transformer", split="addprim_turn_left", condition="direct")
     assert row["mean"] == pytest.approx(0.64)
     # the pretrained network through the split's mask, same numbers as Fig. 4a's
-    assert _cell(stats, arch="lstm", split="addprim_jump", condition="split_mask")["mean"] == pytest.approx(0.32)
+    assert cell(stats, arch="lstm", split="addprim_jump", condition="split_mask")["mean"] == pytest.approx(0.32)
 
 
 def test_missing_direct_run_gives_nan_not_an_exception(tables):
@@ -116,9 +109,9 @@ def test_missing_direct_run_gives_nan_not_an_exception(tables):
     gone = (accuracy["network"] == "direct") & (accuracy["arch"] == "transformer") & (
         accuracy["trained_on"] == "addprim_turn_left")
     stats = scan.direct_vs_mask_stats(accuracy[~gone])
-    row = _cell(stats, arch="transformer", split="addprim_turn_left", condition="direct")
+    row = cell(stats, arch="transformer", split="addprim_turn_left", condition="direct")
     assert math.isnan(row["mean"]) and math.isnan(row["std"]) and row["count"] == 0
-    assert _cell(stats, arch="transformer", split="addprim_turn_left", condition="split_mask")["count"] == 2
+    assert cell(stats, arch="transformer", split="addprim_turn_left", condition="split_mask")["count"] == 2
     fig = scan.direct_vs_mask_figure(accuracy[~gone])
     heights = [p.get_height() for p in fig.axes[0].patches]
     marks = [t for t in fig.axes[0].texts if t.get_text() == "n/a"]
@@ -134,14 +127,14 @@ def test_removed_by_token_drops_special_tokens_and_follows_token_index(tables):
     assert not set(stats["token"]) & {"<pad>", "<sos>", "<unk>"}
     assert list(dict.fromkeys(stats["mask"])) == SPLITS[1:]
     # the length mask keeps 40 / 24 of 64: removes 37.5 % / 62.5 %
-    row = _cell(stats, token="I_WALK", mask="length")
+    row = cell(stats, token="I_WALK", mask="length")
     assert (row["mean"], row["std"], row["count"]) == pytest.approx((0.5, 0.25 / math.sqrt(2), 2))
     # the add-jump mask removes every weight into I_JUMP, and 1/8 / 3/8 of the others
-    assert (_cell(stats, token="I_JUMP", mask="addprim_jump")[["mean", "std"]] == [1.0, 0.0]).all()
-    assert _cell(stats, token="<eos>", mask="addprim_jump")["mean"] == pytest.approx(0.25)
+    assert (cell(stats, token="I_JUMP", mask="addprim_jump")[["mean", "std"]] == [1.0, 0.0]).all()
+    assert cell(stats, token="<eos>", mask="addprim_jump")["mean"] == pytest.approx(0.25)
     # the transformer's numbers are different
     other = scan.removed_by_token(tables["output_weights"], "transformer")
-    assert _cell(other, token="I_WALK", mask="length")["mean"] == pytest.approx(0.625)
+    assert cell(other, token="I_WALK", mask="length")["mean"] == pytest.approx(0.625)
 
 
 def test_removed_by_token_with_a_missing_mask_keeps_what_is_there(tables):

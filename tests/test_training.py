@@ -62,21 +62,32 @@ class Crash(Exception):
     pass
 
 
+class CrashingLoss:
+    """Cross-entropy that raises :class:`Crash` at its ``crash_at``-th call (None: never); ``arm`` restarts
+    the count for a new run."""
+
+    def __init__(self):
+        self.arm(None)
+
+    def arm(self, crash_at):
+        self.calls, self.crash_at = 0, crash_at
+
+    def __call__(self, out, target):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash()
+        return nn.functional.cross_entropy(out, target)
+
+
 def crash_then_resume(tmp_path, settings: TrainSettings, crash_at: int):
     """An uninterrupted mask training, and the same one crashing at its ``crash_at``-th loss call and
     then resumed from its checkpoint: ``(reference, resumed, checkpoint left by the crash?, checkpoint)``,
     each run a ``(mask, history)`` pair."""
     net, x, y = trained_net()
-    calls = {"n": 0, "crash_at": None}
-
-    def loss(out, target):
-        calls["n"] += 1
-        if calls["n"] == calls["crash_at"]:
-            raise Crash()
-        return nn.functional.cross_entropy(out, target)
+    loss = CrashingLoss()
 
     def run(checkpoint, crash=None):
-        calls.update(n=0, crash_at=crash)
+        loss.arm(crash)
         return train_mask(net, BatchSampler([x, y], 64, seed=1), loss, settings, seed=5,
                           checkpoint_path=checkpoint, identity="run")
 
@@ -242,16 +253,10 @@ def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path, kind):
         assert history.rows == ref_history.rows
         return
     x, y = xor_like_data()
-    calls = {"n": 0, "crash_at": None}
-
-    def loss(out, target):
-        calls["n"] += 1
-        if calls["n"] == calls["crash_at"]:
-            raise Crash()
-        return nn.functional.cross_entropy(out, target)
+    loss = CrashingLoss()
 
     def run(checkpoint, crash=None):
-        calls.update(n=0, crash_at=crash)
+        loss.arm(crash)
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
         history = train_network(net, BatchSampler([x, y], 64, seed=0), loss, settings, checkpoint_path=checkpoint,
