@@ -186,6 +186,31 @@ def test_reinitialise_touches_exactly_the_free_weights_and_the_whole_first_layer
     assert all(torch.equal(a, b) for a, b in zip(again.parameters(), fresh.values()))
 
 
+def test_xavier_normal_init_matches_the_papers_scales_and_reinitialise_uses_it():
+    """Xavier normal: std = gain * sqrt(2 / (fan_in + fan_out)), gain sqrt(2) for hidden layers, 1 for the
+    output layer; zero biases. Checked on a net big enough for the sample std to be within a few %."""
+    torch.manual_seed(0)
+    net = pm.build_network([400, 300, 64], "xavier_normal")
+    sizes = [784, 400, 300, 64, 10]
+    for i, layer in enumerate(net.layers):
+        gain = 1.0 if i == len(net.layers) - 1 else 2 ** 0.5
+        expected = gain * (2 / (sizes[i] + sizes[i + 1])) ** 0.5
+        assert layer.weight.std().item() == pytest.approx(expected, rel=0.06), i
+        assert abs(layer.weight.mean().item()) < 0.1 * expected
+        assert torch.count_nonzero(layer.bias) == 0
+    # PyTorch's default is uniform in +-1/sqrt(fan_in): std 1/sqrt(3 fan_in), much smaller
+    default = pm.build_network([400, 300, 64])
+    assert default.layers[1].weight.std().item() == pytest.approx((3 * 400) ** -0.5, rel=0.06)
+    assert net.layers[1].weight.std().item() > 2 * default.layers[1].weight.std().item()
+    # the free entries get the same scheme when a task re-initialises them
+    keep = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in net.named_parameters()}
+    pm.reinitialise(default, keep, seed=3, init="xavier_normal")
+    assert default.layers[1].weight.std().item() == pytest.approx(net.layers[1].weight.std().item(), rel=0.06)
+    assert torch.count_nonzero(default.layers[2].bias) == 0
+    with pytest.raises(ValueError, match="unknown FNN init 'glorot'"):
+        pm.build_network([8], "glorot")
+
+
 @pytest.mark.parametrize("init, used_value, new_value", [({}, 2.0, 2.0),
                                                          ({"used_logit": 2.0, "new_logit": 0.0}, 2.0, 0.0),
                                                          ({"used_logit": 2.0, "new_logit": -1.0}, 2.0, -1.0)])
