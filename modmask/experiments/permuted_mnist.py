@@ -57,7 +57,7 @@ def task_seed(seed: int, task: int) -> int:
 
 
 def fresh_parameters(model: nn.Module, seed: int, init: str = "pytorch") -> dict[str, torch.Tensor]:
-    """Parameters of a freshly initialised copy of ``model`` (``init``: an :data:`FNN_INITS` scheme), from ``seed``."""
+    """Parameters of a freshly initialised copy of ``model`` (``init``: one of ``modmask.models.FNN_INITS``), from ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = build_network([layer.out_features for layer in model.layers[:-1]], init)
