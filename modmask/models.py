@@ -20,6 +20,7 @@ class FNN(nn.Module):
         super().__init__()
         if init not in FNN_INITS:
             raise ValueError(f"unknown FNN init {init!r}; choose one of {', '.join(FNN_INITS)}")
+        self.init = init  # kept so a fresh copy (permuted MNIST's re-initialisation) uses the same scheme
         sizes = [input_size, *hidden, output_size]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         if init == "xavier_normal":

@@ -202,11 +202,16 @@ def test_xavier_normal_init_matches_the_papers_scales_and_reinitialise_uses_it()
     default = pm.build_network([400, 300, 64])
     assert default.layers[1].weight.std().item() == pytest.approx((3 * 400) ** -0.5, rel=0.06)
     assert net.layers[1].weight.std().item() > 2 * default.layers[1].weight.std().item()
-    # the free entries get the same scheme when a task re-initialises them
-    keep = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in net.named_parameters()}
-    pm.reinitialise(default, keep, seed=3, init="xavier_normal")
-    assert default.layers[1].weight.std().item() == pytest.approx(net.layers[1].weight.std().item(), rel=0.06)
-    assert torch.count_nonzero(default.layers[2].bias) == 0
+    # the free entries get the network's own scheme when a task re-initialises them
+    torch.manual_seed(1)
+    trained = pm.build_network([400, 300, 64], "xavier_normal")
+    with torch.no_grad():
+        for param in trained.parameters():
+            param.fill_(0.5)  # far from either init
+    keep = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in trained.named_parameters()}
+    pm.reinitialise(trained, keep, seed=3)
+    assert trained.layers[1].weight.std().item() == pytest.approx(net.layers[1].weight.std().item(), rel=0.06)
+    assert torch.count_nonzero(trained.layers[2].bias) == 0
     with pytest.raises(ValueError, match="unknown FNN init 'glorot'"):
         pm.build_network([8], "glorot")
 

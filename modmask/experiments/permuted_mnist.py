@@ -56,21 +56,21 @@ def task_seed(seed: int, task: int) -> int:
     return seed * 1000 + task
 
 
-def fresh_parameters(model: nn.Module, seed: int, init: str = "pytorch") -> dict[str, torch.Tensor]:
-    """Parameters of a freshly initialised copy of ``model`` (``init``: one of ``modmask.models.FNN_INITS``), from ``seed``."""
+def fresh_parameters(model: FNN, seed: int) -> dict[str, torch.Tensor]:
+    """Parameters of a freshly initialised copy of ``model`` (its sizes and init scheme), from ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = build_network([layer.out_features for layer in model.layers[:-1]], init)
+        fresh = build_network([layer.out_features for layer in model.layers[:-1]], model.init)
     return {n: p.detach() for n, p in fresh.named_parameters()}
 
 
 @torch.no_grad()
-def reinitialise(model: FNN, keep: dict[str, torch.Tensor], seed: int, init: str = "pytorch") -> None:
+def reinitialise(model: FNN, keep: dict[str, torch.Tensor], seed: int) -> None:
     """Re-initialise every parameter entry of ``model`` except those with ``keep`` bits set.
 
     Parameters missing from ``keep`` are re-initialised entirely (the first layer).
     """
-    fresh = fresh_parameters(model, seed, init)
+    fresh = fresh_parameters(model, seed)
     for name, param in model.named_parameters():
         new = fresh[name].to(param.device, param.dtype)
         if name in keep:
@@ -170,8 +170,7 @@ def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.L
     perms = mnist.permutations(n_tasks, seed)
     x_train, y_train = mnist.flatten(data["train"][0]), data["train"][1]
     x_test, y_test = mnist.flatten(data["test"][0]), data["test"][1]
-    weight_init = block["architecture"].get("init", "pytorch")
-    model = build_network(block["architecture"]["hidden"], weight_init).to(device)
+    model = build_network(block["architecture"]["hidden"], block["architecture"].get("init", "pytorch")).to(device)
     labels = layer_labels(model)
     reinit_names = first_layer(model)
     tasks: list[dict] = []
@@ -184,7 +183,7 @@ def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.L
         log.info("resuming after task %d of %d", len(tasks) - 1, n_tasks)
     for task in range(len(tasks), n_tasks):
         frozen = frozen_entries(used, model)
-        reinitialise(model, frozen, task_seed(seed, task), weight_init)
+        reinitialise(model, frozen, task_seed(seed, task))
         mask = WeightMask.for_module(model, SELECTION, settings.initial_logit)
         initial_logits(mask, frozen, init, settings.initial_logit)
         sampler = BatchSampler([mnist.permute(x_train, perms[task]), y_train], settings.batch_size,
