@@ -37,6 +37,9 @@ class TrainSettings:
     warmup: int = 0
     # network training only: the learning rate is divided by 10 at each of these steps (ResNet schedule)
     lr_milestones: tuple[int, ...] = ()
+    # sequence data: batches drawn this many at a time and sorted by length (BatchSampler); 1: plain
+    # random batches
+    length_pool: int = 1
     log_every: int = 500
     checkpoint_every: int = 0  # 0: no periodic checkpoints
     # mask training only
@@ -68,28 +71,55 @@ class TrainSettings:
 
 
 class BatchSampler:
-    """Uniformly random batches (with replacement) from in-memory tensors, seeded and resumable."""
+    """Uniformly random batches (with replacement) from in-memory tensors, seeded and resumable.
 
-    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, seed: int, device="cpu"):
+    With per-example ``lengths`` and ``pool`` > 1, batches of similar length: ``pool`` batches' worth
+    of examples are drawn at once, sorted by length and cut into ``pool`` batches, served in random
+    order. Each example is still drawn uniformly with replacement, but a padded batch is only as long
+    as its longest sequence, so sequence models compute on far less padding (SCAN: a random batch of
+    64 pads to ~42 tokens where the mean is 15).
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, seed: int, device="cpu",
+                 lengths: torch.Tensor | None = None, pool: int = 1):
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("BatchSampler needs tensors of equal length")
         if len(tensors[0]) == 0:
             raise ValueError("BatchSampler got an empty data set")
+        if int(pool) != pool or pool < 1:
+            raise ValueError(f"pool must be a whole number of batches >= 1, got {pool!r}")
+        if pool > 1 and (lengths is None or len(lengths) != len(tensors[0])):
+            raise ValueError("a length-sorted pool needs one length per example")
         self.tensors = [t.to(device) for t in tensors]
         self.batch_size = batch_size
+        self.lengths = lengths.cpu() if lengths is not None else None
+        self.pool = int(pool)
+        self.pending: list[torch.Tensor] = []  # index batches of the current pool not yet served
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
 
+    def _next_index(self) -> torch.Tensor:
+        size = len(self.tensors[0])
+        if self.pool == 1:
+            return torch.randint(size, (self.batch_size,), generator=self.generator)
+        if not self.pending:
+            index = torch.randint(size, (self.pool * self.batch_size,), generator=self.generator)
+            batches = index[torch.argsort(self.lengths[index], stable=True)].view(self.pool, self.batch_size)
+            self.pending = list(batches[torch.randperm(self.pool, generator=self.generator)])
+        return self.pending.pop()
+
     def __call__(self):
-        index = torch.randint(len(self.tensors[0]), (self.batch_size,), generator=self.generator)
-        index = index.to(self.tensors[0].device)
+        index = self._next_index().to(self.tensors[0].device)
         return [t[index] for t in self.tensors]
 
     def state_dict(self):
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(),
+                "pending": torch.stack(self.pending) if self.pending else None}
 
     def load_state_dict(self, state):
         self.generator.set_state(state["generator"])
+        pending = state.get("pending")
+        self.pending = list(pending) if pending is not None else []
 
 
 @dataclass

@@ -150,3 +150,18 @@ def test_accuracy_rows_count_per_mask_and_split():
     assert [(r["mask"], r["test_split"], r["total"], r["network"]) for r in rows] == [
         ("none", "a", 4, "pretrained"), ("none", "b", 2, "pretrained")]
     assert all(r["accuracy"] == r["correct"] / r["total"] for r in rows)
+
+
+def test_length_pool_batches_pad_to_far_fewer_decoder_steps():
+    df = pd.DataFrame(scan_data.all_commands(), columns=["command", "actions"])
+    in_vocab, out_vocab = scan.vocabularies()
+    widths = {}
+    for pool in (1, 16):
+        sampler = scan.training_batches(df, in_vocab, out_vocab, TrainSettings(steps=1, batch_size=64, length_pool=pool),
+                                        seed=0, device="cpu")
+        batches = [sampler() for _ in range(64)]
+        widths[pool] = sum(scan.unpack(inputs)[1].shape[0] for inputs, _ in batches) / len(batches)
+        # targets and packed inputs stay aligned: the targets are the packed rows' action part
+        assert all(torch.equal(inputs[:, scan.SOURCE_WIDTH:], targets) for inputs, targets in batches)
+    # random batches of 64 pad to nearly the longest action sequence (49 with <eos>); sorted pools do not
+    assert widths[1] > 40 and widths[16] < 0.6 * widths[1]

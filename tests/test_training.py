@@ -274,3 +274,51 @@ def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path, kind):
         assert torch.equal(a, b)
     assert history.rows == ref_history.rows
     assert not checkpoint.exists()
+
+
+def test_plain_batches_are_uniform_draws_from_the_seeded_generator():
+    x = torch.arange(100)
+    sampler = BatchSampler([x], 8, seed=3)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        assert torch.equal(sampler()[0], torch.randint(100, (8,), generator=g))
+
+
+def test_length_pool_sorts_each_pool_into_batches_of_similar_length():
+    lengths = torch.randint(1, 50, (1000,), generator=torch.Generator().manual_seed(0))
+    x = torch.arange(1000)
+    sampler = BatchSampler([x], 16, seed=1, lengths=lengths, pool=8)
+    pool = [lengths[sampler()[0]] for _ in range(8)]
+    # the 8 batches of one pool partition its sorted lengths: no two batches' ranges interleave
+    for a in pool:
+        for b in pool:
+            if a is not b:
+                assert a.max() <= b.min() or b.max() <= a.min()
+    # a batch of 16 random lengths pads to ~47 of 49; sorted batches pad to far less on average
+    assert torch.stack([b.max() for b in pool]).float().mean() < 0.75 * 47
+    # every example is still drawn uniformly: over many pools the counts match 1000 uniform draws
+    counts = torch.bincount(torch.cat([sampler()[0] for _ in range(2000)]), minlength=1000).float()
+    expected = 2000 * 16 / 1000
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert 800 < chi2 < 1200  # chi-square with 999 degrees of freedom: mean 999, sd ~45
+
+
+def test_length_pool_resumes_in_the_middle_of_a_pool():
+    lengths = torch.randint(1, 30, (200,), generator=torch.Generator().manual_seed(0))
+    x = torch.arange(200)
+    first = BatchSampler([x], 10, seed=5, lengths=lengths, pool=4)
+    for _ in range(6):  # one pool and a half
+        first()
+    state = first.state_dict()
+    second = BatchSampler([x], 10, seed=99, lengths=lengths, pool=4)
+    second.load_state_dict(state)
+    for _ in range(7):
+        assert torch.equal(first()[0], second()[0])
+
+
+def test_length_pool_needs_one_length_per_example():
+    x = torch.arange(10)
+    with pytest.raises(ValueError, match="one length per example"):
+        BatchSampler([x], 2, seed=0, pool=4)
+    with pytest.raises(ValueError, match="whole number of batches"):
+        BatchSampler([x], 2, seed=0, lengths=torch.ones(10), pool=0)

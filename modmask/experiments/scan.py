@@ -82,6 +82,15 @@ def training_tensors(df: pd.DataFrame, in_vocab: Vocabulary, out_vocab: Vocabula
     return [packed, packed[:, SOURCE_WIDTH:]]
 
 
+def training_batches(df: pd.DataFrame, in_vocab: Vocabulary, out_vocab: Vocabulary, settings: TrainSettings,
+                     seed: int, device) -> BatchSampler:
+    """Random training batches; ``settings.length_pool`` > 1 sorts each pool of them by sequence length."""
+    tensors = training_tensors(df, in_vocab, out_vocab)
+    # by action length (the decoder's steps), then command length
+    lengths = (tensors[1] != PAD_ID).sum(1) * (SOURCE_WIDTH + 1) + (tensors[0][:, :SOURCE_WIDTH] != PAD_ID).sum(1)
+    return BatchSampler(tensors, settings.batch_size, seed, device, lengths=lengths, pool=settings.length_pool)
+
+
 def teacher_forced(model, packed: torch.Tensor, **kwargs) -> torch.Tensor:
     """Logits ``[T, B, V]`` of ``model`` (a Seq2Seq or a MaskedModel over one) on a packed batch.
 
@@ -111,7 +120,7 @@ def pretrain(df: pd.DataFrame, spec: dict, settings: TrainSettings, seed: int, d
     the direct-training baseline)."""
     in_vocab, out_vocab = vocabularies()
     model = build_network(spec, seed).to(device)
-    sampler = BatchSampler(training_tensors(df, in_vocab, out_vocab), settings.batch_size, seed, device)
+    sampler = training_batches(df, in_vocab, out_vocab, settings, seed, device)
     log.info("training %s (%d parameters) on %d examples for %d steps", spec["model"],
              sum(p.numel() for p in model.parameters()), len(df), settings.steps)
     history = train_network(model, sampler, loss, settings, forward=teacher_forced, checkpoint_path=checkpoint_path,
@@ -125,7 +134,7 @@ def train_split_mask(model: Seq2Seq, df: pd.DataFrame, settings: TrainSettings, 
     in_vocab, out_vocab = vocabularies()
     for p in model.parameters():
         p.requires_grad_(False)
-    sampler = BatchSampler(training_tensors(df, in_vocab, out_vocab), settings.batch_size, seed, device)
+    sampler = training_batches(df, in_vocab, out_vocab, settings, seed, device)
     mask = WeightMask.for_module(model, SELECTION, settings.initial_logit)
     log.info("training a mask on %d examples: %d masked weights, K=%d, beta %g, %d steps", len(df), mask.numel(),
              settings.mask_samples, settings.beta, settings.steps)
