@@ -16,7 +16,6 @@ import argparse
 import sys
 
 import pandas as pd
-import torch
 
 from .io import load_torch
 from .masks import WeightMask
@@ -33,16 +32,13 @@ def logit_summary(mask: WeightMask, band: float = 1.0) -> pd.DataFrame:
     """
     if band <= 0:
         raise ValueError(f"band must be positive, got {band}")
-    rows = []
-    totals = torch.zeros(4, dtype=torch.float64)
-    for name, logits in mask.items():
-        x = logits.detach().double().flatten()
-        counts = torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), (x > 0).sum().double(),
-                              torch.sigmoid(x).sum(), (x.abs() < band).sum().double()])
-        totals += counts
-        rows.append((name, *counts.tolist()))
-    rows.append((TOTAL, *totals.tolist()))
+    final = mask.binary()
+    kept, sizes = final.counts(), final.sizes()
+    probabilities = mask.probabilities()
+    rows = [(name, sizes[name], kept[name], float(probabilities[name].double().sum()),
+             int((logits.detach().abs() < band).sum())) for name, logits in mask.items()]
     table = pd.DataFrame(rows, columns=["parameter", "weights", "kept", "expected_kept", "undecided"])
+    table.loc[len(table)] = [TOTAL, *table[["weights", "kept", "expected_kept", "undecided"]].sum()]
     table["weights"] = table["weights"].astype("int64")
     for column in ["kept", "expected_kept", "undecided"]:
         table[f"{column}_fraction"] = table[column] / table["weights"]
