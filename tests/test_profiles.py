@@ -71,3 +71,23 @@ def test_bad_resources_key_is_named(tmp_path):
     out = dry_run("results/paper/addmul/fnn/seed0/network.pt", "--configfile", "config/config.yaml", str(bad),
                   check=False)
     assert "resources.pretrain" in out and "memory" in out
+
+
+# Rules whose jobs train or evaluate networks: on a GPU cluster they ask for a device.
+DEVICE_RULES = {"pretrain", "train_mask", "evaluate", "permuted_mnist_run", "scan_network", "scan_mask",
+                "scan_evaluate", "cifar10_network", "cifar10_mask", "cifar10_stability_mask", "cifar10_stability",
+                "cifar10_evaluate", "mathematics_network", "mathematics_mask", "mathematics_evaluate"}
+
+
+def test_every_paper_job_asks_for_time_memory_and_the_right_device_count():
+    """The whole paper DAG, planned: what tests/test_slurm.py checks on a part of it in a real SLURM run
+    (that each job carries a time limit, memory and a GPU count from the config) holds for every rule."""
+    out = dry_run("figures/all")
+    rules = set(re.findall(r"^rule (\w+):", out, re.M))
+    assert DEVICE_RULES <= rules, DEVICE_RULES - rules
+    for rule in sorted(rules - {"mathematics_env"}):  # builds a local virtual environment, no resources
+        jobs = job_resources(out, rule)
+        assert jobs, rule
+        for job in jobs:
+            assert int(job["runtime"]) > 0 and int(job["mem_mb"]) >= 1000, (rule, job)
+            assert job["gpu"] == ("1" if rule in DEVICE_RULES else "0"), (rule, job)
