@@ -6,7 +6,7 @@ stops only the daemons it started. It needs root (slurmd starts jobs as their us
 slurmctld, slurmd, slurm-client and munge (CI installs them in .ci/run); without them it skips and
 says why. Each job costs a submission, status checks and two extra Snakemake start-ups: the whole smoke
 DAG (219 jobs) took 19-23 minutes on a shared 2-core machine and about half of CI's time, so this test
-builds two experiments' figures (35 jobs: data, networks, masks, evaluations, local table rules and
+builds two experiments' figures (35 jobs: data, networks, masks, evaluations, a local table rule and
 figures); tests/test_workflow.py runs every job locally, and tests/test_profiles.py checks what every
 job of the paper-scale DAG asks SLURM for.
 """
