@@ -260,8 +260,8 @@ def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
     for folder, stems in FIGURES.items():
         built = sorted(p.name for p in (workdir / "figures" / folder).iterdir() if not p.name.startswith("."))
         assert built == sorted(f"{s}.{ext}" for s in stems for ext in ("pdf", "png")), folder
-    assert all((workdir / "figures" / folder / f"{stem}.png").stat().st_size > 1000
-               for folder, stems in FIGURES.items() for stem in stems)
+    assert all((workdir / "figures" / folder / f"{stem}.{ext}").stat().st_size > 1000
+               for folder, stems in FIGURES.items() for stem in stems for ext in ("pdf", "png"))
 
     # GPU jobs ran inside SLURM jobs that were given one of the node's two fake GPUs; others got none.
     logs = workdir / "results" / "smoke" / "logs"
