@@ -161,6 +161,23 @@ def _schedule(optimizer, settings: TrainSettings, milestones: tuple[int, ...] = 
     return None
 
 
+class _GlobalRng:
+    """The global torch generators, which dropout and other random layers draw from. Saved with a
+    checkpoint, so that a resumed run draws the same dropout masks as an uninterrupted one."""
+
+    def state_dict(self):
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state):
+        torch.set_rng_state(state["cpu"])
+        cuda = state.get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
 class _Checkpointer:
     """Saves the full loop state every ``every`` steps; restores it when a job is restarted."""
 
@@ -191,6 +208,7 @@ class _Checkpointer:
 
 def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Checkpointer, log, what: str,
               progress: Callable[[], dict] | None = None) -> History:
+    stateful = {**stateful, "global_rng": _GlobalRng()}
     history = History()
     start_step = 0
     running = 0.0  # loss summed since the last log line, so that a resumed run logs the same averages

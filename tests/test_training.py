@@ -276,6 +276,32 @@ def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path, kind):
     assert not checkpoint.exists()
 
 
+def test_resume_restores_the_dropout_draws(tmp_path):
+    """Dropout draws from torch's global generator. A restarted job runs in a fresh process seeded as at
+    the start, so unless the checkpoint carries that generator, the steps after the resume see other
+    dropout masks than the uninterrupted run did, and the network ends elsewhere."""
+    settings = TrainSettings(steps=12, lr=1e-2, batch_size=64, checkpoint_every=4, log_every=4)
+    x, y = xor_like_data()
+    loss = CrashingLoss()
+
+    def run(checkpoint, crash=None):
+        loss.arm(crash)
+        torch.manual_seed(0)  # what a restarted job does first
+        net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 2))
+        history = train_network(net, BatchSampler([x, y], 64, seed=0), loss, settings, checkpoint_path=checkpoint,
+                                identity="run")
+        return net, history
+
+    reference, ref_history = run(None)
+    checkpoint = tmp_path / "net.ckpt"
+    with pytest.raises(Crash):
+        run(checkpoint, 7)  # resumes from the checkpoint at step 4
+    resumed, history = run(checkpoint)
+    assert history.rows == ref_history.rows
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_plain_batches_are_uniform_draws_from_the_seeded_generator():
     x = torch.arange(100)
     sampler = BatchSampler([x], 8, seed=3)
