@@ -216,6 +216,8 @@ def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Che
     saved = checkpoint.load(log)
     if saved is not None:
         for key, obj in stateful.items():
+            if key == "global_rng" and key not in saved:
+                continue  # a checkpoint written before the generator was saved: resume without it
             obj.load_state_dict(saved[key])
         history.rows = saved["history"]
         start_step = saved["step"]
