@@ -99,6 +99,29 @@ def crash_then_resume(tmp_path, settings: TrainSettings, crash_at: int):
     return reference, run(checkpoint), left_by_crash, checkpoint
 
 
+def network_crash_then_resume(tmp_path, settings: TrainSettings, crash_at: int, make_net):
+    """Network training, uninterrupted and crashing at its ``crash_at``-th loss call then resumed; each run
+    seeds torch as a restarted job does before building ``make_net()``. Returns ``(reference, resumed,
+    the checkpoint the crash left (loaded), its path)``, each run a ``(network, history)`` pair."""
+    x, y = xor_like_data()
+    loss = CrashingLoss()
+
+    def run(checkpoint, crash=None):
+        loss.arm(crash)
+        torch.manual_seed(0)
+        net = make_net()
+        history = train_network(net, BatchSampler([x, y], 64, seed=0), loss, settings, checkpoint_path=checkpoint,
+                                identity="run")
+        return net, history
+
+    reference = run(None)
+    checkpoint = tmp_path / "net.ckpt"
+    with pytest.raises(Crash):
+        run(checkpoint, crash_at)
+    saved = torch.load(checkpoint, weights_only=False)
+    return reference, run(checkpoint), saved, checkpoint
+
+
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     settings = TrainSettings(steps=40, lr=1e-2, batch_size=64, checkpoint_every=10, log_every=10)
     (reference, ref_history), (resumed, history), left_by_crash, checkpoint = crash_then_resume(tmp_path, settings, 25)
@@ -252,24 +275,9 @@ def test_resume_inside_the_warmup_matches_an_uninterrupted_run(tmp_path, kind):
             assert torch.equal(reference.logit(name), resumed.logit(name)), name
         assert history.rows == ref_history.rows
         return
-    x, y = xor_like_data()
-    loss = CrashingLoss()
-
-    def run(checkpoint, crash=None):
-        loss.arm(crash)
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
-        history = train_network(net, BatchSampler([x, y], 64, seed=0), loss, settings, checkpoint_path=checkpoint,
-                                identity="run")
-        return net, history
-
-    reference, ref_history = run(None)
-    checkpoint = tmp_path / "net.ckpt"
-    with pytest.raises(Crash):
-        run(checkpoint, 7)
-    saved = torch.load(checkpoint, weights_only=False)
+    (reference, ref_history), (resumed, history), saved, checkpoint = network_crash_then_resume(
+        tmp_path, settings, 7, lambda: nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)))
     assert saved["step"] == 5 and saved["scheduler"]["last_epoch"] == 5  # the warm-up's position travels along
-    resumed, history = run(checkpoint)
     for a, b in zip(reference.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert history.rows == ref_history.rows
@@ -281,22 +289,9 @@ def test_resume_restores_the_dropout_draws(tmp_path):
     the start, so unless the checkpoint carries that generator, the steps after the resume see other
     dropout masks than the uninterrupted run did, and the network ends elsewhere."""
     settings = TrainSettings(steps=12, lr=1e-2, batch_size=64, checkpoint_every=4, log_every=4)
-    x, y = xor_like_data()
-    loss = CrashingLoss()
-
-    def run(checkpoint, crash=None):
-        loss.arm(crash)
-        torch.manual_seed(0)  # what a restarted job does first
-        net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 2))
-        history = train_network(net, BatchSampler([x, y], 64, seed=0), loss, settings, checkpoint_path=checkpoint,
-                                identity="run")
-        return net, history
-
-    reference, ref_history = run(None)
-    checkpoint = tmp_path / "net.ckpt"
-    with pytest.raises(Crash):
-        run(checkpoint, 7)  # resumes from the checkpoint at step 4
-    resumed, history = run(checkpoint)
+    (reference, ref_history), (resumed, history), saved, _ = network_crash_then_resume(
+        tmp_path, settings, 7, lambda: nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 2)))
+    assert saved["step"] == 4
     assert history.rows == ref_history.rows
     for a, b in zip(reference.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
