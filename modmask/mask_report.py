@@ -6,7 +6,8 @@ each kept 40% of the time into none of them and one kept 60% of the time into al
 behave unlike every sample it was trained as (SCAN's LSTM after 2.5k mask steps: samples solve 91-99%
 of the training set, the thresholded mask 45%; the quick Transformer's masks, with 15% of their logits
 near 0, lose little). This report shows how many logits are undecided, so that a low score of the final
-mask can be told apart from a mask that never fitted.
+mask can be told apart from a mask that never fitted. A mask trained with sharpening (TrainSettings'
+``sharpen_scale`` c) was last sampled with P(keep) = sigmoid(c * logit): judge it with ``--band 1/c``.
 
     python -m modmask.mask_report results/quick/scan/lstm/seed0/mask_simple.pt
 """
@@ -53,7 +54,7 @@ def settled_warning(summary: pd.DataFrame, limit: float = 0.05, band: float = 1.
     return (f"{total['undecided_fraction']:.1%} of the logits lie within ±{band:g} of 0 (limit {limit:.0%}): "
             f"the thresholded mask keeps {total['kept_fraction']:.1%} of the weights, a training sample "
             f"{total['expected_kept_fraction']:.1%} on average, but not the same ones, so it may score below "
-            f"the training loss. If it does, train the mask longer (more steps).")
+            f"the training loss. If it does, sharpen it (mask settings sharpen_fraction, sharpen_scale).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,10 @@ class MaskedModel(nn.Module):
         self.mask = mask
         self.mask_samples = mask_samples
         self.temperature = temperature
+        # Samples keep a weight with probability sigmoid(logit_scale * logit); training raises it
+        # above 1 to sharpen the masks (TrainSettings.sharpen_fraction). The threshold M = 1[logit > 0]
+        # does not depend on it.
+        self.logit_scale = 1.0
         self.batch_dim = batch_dim
         self.output_batch_dim = batch_dim if output_batch_dim is None else output_batch_dim
         self.train_weights = train_weights
@@ -125,7 +129,9 @@ class MaskedModel(nn.Module):
         if noise is None:
             noise = self._next_keys() if self.noise.kind == "counter" else self.draw_noise()
         weights = self._weights()
-        return {n: sample_masked_weights(weights[n], logit, noise[n], self.temperature, self.use_compiled)
+        scale = self.logit_scale
+        return {n: sample_masked_weights(weights[n], logit if scale == 1.0 else logit * scale, noise[n],
+                                         self.temperature, self.use_compiled)
                 for n, logit in self.mask.items()}
 
     def _others(self, replaced) -> dict[str, torch.Tensor]:

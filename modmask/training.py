@@ -48,6 +48,12 @@ class TrainSettings:
     temperature: float = 1.0
     initial_logit: float = 2.0
     kernels: str = "auto"
+    # Sharpening (not in the paper): over the last ``sharpen_fraction`` of the steps the masks are
+    # sampled with P(keep) = sigmoid(c * logit), c rising geometrically from 1 to ``sharpen_scale``.
+    # The samples then converge on the thresholded mask that evaluation uses, so logits left near 0
+    # (kept in some samples, dropped in others) must settle on the side the task needs. 0: off.
+    sharpen_fraction: float = 0.0
+    sharpen_scale: float = 10.0
     # weights and masks trained together (train_jointly): the weights' learning rate (None: lr)
     weight_lr: float | None = None
 
@@ -62,6 +68,18 @@ class TrainSettings:
             raise ValueError(f"warmup must be a non-negative whole number of steps, got {self.warmup!r}")
         self.warmup = int(self.warmup)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        if not 0.0 <= self.sharpen_fraction <= 1.0:
+            raise ValueError(f"sharpen_fraction must be in [0, 1], got {self.sharpen_fraction!r}")
+        if not self.sharpen_scale >= 1.0:
+            raise ValueError(f"sharpen_scale must be at least 1, got {self.sharpen_scale!r}")
+
+    def logit_scale(self, step: int) -> float:
+        """The factor on the logits when sampling masks at ``step`` (1-based); see ``sharpen_fraction``."""
+        sharpened = round(self.sharpen_fraction * self.steps)
+        start = self.steps - sharpened
+        if sharpened == 0 or step <= start:
+            return 1.0
+        return float(self.sharpen_scale) ** ((step - start) / sharpened)
 
     @classmethod
     def from_config(cls, block: dict, **overrides) -> "TrainSettings":
@@ -224,7 +242,7 @@ def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Che
         running, count = saved.get("running", 0.0), saved.get("count", 0)
     started = time.perf_counter()
     for step in range(start_step + 1, settings.steps + 1):
-        loss = step_fn()
+        loss = step_fn(step)
         if not math.isfinite(loss):
             raise FloatingPointError(f"{what}: loss became {loss} at step {step}; lower the learning rate")
         running += loss
@@ -258,7 +276,7 @@ def train_network(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, se
     if scheduler is not None:
         stateful["scheduler"] = scheduler  # resumed with the rest, so a restarted job keeps its schedule
 
-    def step():
+    def step(_: int):
         inputs, targets = sampler()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(forward(model, inputs), targets)
@@ -284,8 +302,9 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
 
     The network runs in eval mode (dropout off, normalisation on running statistics) and receives
     no gradient; a fresh Adam optimises the mask's trainable logits only, and gradient clipping
-    sees only those. The loss is the task loss plus ``beta * sum(logits) / batch_size``.
-    ``forward(masked_model, inputs)`` defaults to ``masked_model(inputs)``.
+    sees only those. The loss is the task loss plus ``beta * sum(logits) / batch_size``; the
+    regulariser always sees the raw logits, also while ``settings.sharpen_fraction`` scales them for
+    sampling. ``forward(masked_model, inputs)`` defaults to ``masked_model(inputs)``.
     """
     if settings.batch_size % settings.mask_samples:
         raise ValueError(f"batch_size {settings.batch_size} is not divisible by mask_samples {settings.mask_samples}")
@@ -299,7 +318,8 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
     optimizer = _adam(trainable, settings, lr=settings.lr)
     scheduler = _schedule(optimizer, settings)
 
-    def step():
+    def step(number: int):
+        masked.logit_scale = settings.logit_scale(number)
         inputs, targets = sampler()
         optimizer.zero_grad(set_to_none=True)
         task_loss = loss_fn(forward(masked, inputs), targets)
@@ -355,7 +375,8 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
                        {"params": logits, "lr": settings.lr}], settings)
     scheduler = _schedule(optimizer, settings)
 
-    def step():
+    def step(number: int):
+        masked.logit_scale = settings.logit_scale(number)
         inputs, targets = sampler()
         optimizer.zero_grad(set_to_none=True)
         task_loss = loss_fn(masked(inputs), targets)

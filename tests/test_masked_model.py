@@ -153,6 +153,35 @@ def test_regularizer_is_beta_sum_of_logits_over_batch():
     assert masked.regularizer(1e-2, 64).item() == pytest.approx(1e-2 * 2.0 * mask.numel() / 64)
 
 
+def test_logit_scale_sharpens_the_keep_probability_to_sigmoid_of_scaled_logit():
+    # P(kept) = sigmoid(c * logit): with c = 4, logit 0.5 keeps with sigmoid(2) = 0.881, logit -0.25 with
+    # sigmoid(-1) = 0.269; at c = 1 these are sigmoid(0.5) = 0.622 and sigmoid(-0.25) = 0.438
+    net = nn.Linear(100, 100, bias=False)
+    nn.init.constant_(net.weight, 1.0)
+    mask = WeightMask.for_module(net)
+    with torch.no_grad():
+        mask.logits["weight"][:50] = 0.5
+        mask.logits["weight"][50:] = -0.25
+    masked = MaskedModel(net, mask, mask_samples=40, kernels="eager")
+    for scale, expected in ((1.0, (0.622, 0.438)), (4.0, (0.881, 0.269))):
+        masked.logit_scale = scale
+        kept = masked.sample_weights()["weight"]  # (40, 100, 100): 200,000 draws per group
+        assert kept[:, :50].mean().item() == pytest.approx(expected[0], abs=0.005)
+        assert kept[:, 50:].mean().item() == pytest.approx(expected[1], abs=0.005)
+    # the gradient reaches the raw logits through the scale: d(sum of kept weights)/d logit is c times
+    # the unscaled estimator's at the scaled logit
+    masked.logit_scale = 4.0
+    noise = masked.draw_noise()
+    masked.sample_weights(noise)["weight"].sum().backward()
+    scaled_grad = mask.logits["weight"].grad.clone()
+    mask.logits["weight"].grad = None
+    masked.logit_scale = 1.0
+    with torch.no_grad():
+        mask.logits["weight"].mul_(4.0)
+    masked.sample_weights(noise)["weight"].sum().backward()
+    torch.testing.assert_close(scaled_grad, 4.0 * mask.logits["weight"].grad)
+
+
 # ---- masks ---------------------------------------------------------------------------------------
 
 def _binary(net, seed):

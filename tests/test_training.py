@@ -256,6 +256,46 @@ def test_adam_betas_and_eps_reach_the_optimisers_and_yaml_lists_become_tuples():
     assert seen == [[((0.9, 0.995), 1e-9)], [((0.9, 0.995), 1e-9)]]
 
 
+def test_sharpening_raises_the_logit_scale_geometrically_over_the_last_steps():
+    settings = TrainSettings(steps=10, sharpen_fraction=0.4, sharpen_scale=16.0)
+    # steps 1-6 sample as the paper does; 7-10 with 16^(1/4), 16^(2/4), 16^(3/4), 16
+    assert [settings.logit_scale(s) for s in range(1, 11)] == pytest.approx([1] * 6 + [2, 4, 8, 16])
+    assert TrainSettings(steps=10).logit_scale(10) == 1.0  # off by default
+    # the mask loops apply it at every step
+    seen = []
+    model, sampler = _regression()
+    train_mask(model, sampler, nn.functional.mse_loss,
+               TrainSettings(steps=4, batch_size=8, mask_samples=2, sharpen_fraction=0.5, sharpen_scale=9.0,
+                             log_every=100),
+               forward=lambda masked, inputs: seen.append(masked.logit_scale) or masked(inputs))
+    assert seen == pytest.approx([1.0, 1.0, 3.0, 9.0])
+
+
+def test_sharpened_mask_training_ends_with_samples_equal_to_the_threshold():
+    # Without sharpening, logits of weights the task barely needs stay near 0 and the samples keep them
+    # about half the time; after sharpening to 1000, samples and the thresholded mask agree.
+    net, x, y = trained_net()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    agreement = {}
+    for fraction in (0.0, 0.5):
+        settings = TrainSettings(steps=300, lr=5e-2, beta=5e-2, batch_size=64, mask_samples=4, log_every=1000,
+                                 sharpen_fraction=fraction, sharpen_scale=1000.0)
+        mask, _ = train_mask(net, BatchSampler([x, y], 64, seed=1), nn.functional.cross_entropy, settings, seed=0)
+        logits = torch.cat([mask.logit(n).flatten() for n in mask.names])
+        # P(sample = threshold) per weight at the final scale, averaged over the mask
+        agreement[fraction] = torch.sigmoid(settings.logit_scale(settings.steps) * logits.abs()).mean().item()
+        accuracy = (run_with_mask(net, mask.binary(), x).argmax(1) == y).float().mean().item()
+        assert accuracy > 0.9
+    assert agreement[0.0] < 0.95 and agreement[0.5] > 0.99
+
+
+@pytest.mark.parametrize("bad", [{"sharpen_fraction": -0.1}, {"sharpen_fraction": 1.5}, {"sharpen_scale": 0.5}])
+def test_bad_sharpening_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="sharpen"):
+        TrainSettings(steps=1, **bad)
+
+
 @pytest.mark.parametrize("bad", [{"adam_betas": [0.9]}, {"adam_betas": [0.9, 1.0]}, {"warmup": -1},
                                  {"warmup": 2.5}])
 def test_bad_optimiser_settings_are_refused(bad):
