@@ -271,23 +271,23 @@ def test_sharpening_raises_the_logit_scale_geometrically_over_the_last_steps():
     assert seen == pytest.approx([1.0, 1.0, 3.0, 9.0])
 
 
-def test_sharpened_mask_training_ends_with_samples_equal_to_the_threshold():
-    # Without sharpening, logits of weights the task barely needs stay near 0 and the samples keep them
-    # about half the time; after sharpening to 1000, samples and the thresholded mask agree.
+def test_a_mask_sharpened_to_a_large_scale_still_finds_the_input_that_matters():
+    # At c = 1000 a sample is the thresholded mask except for logits within ~0.005 of 0, so the task
+    # gradient reaches few logits; training must still end with a mask that solves the task and prunes
+    # the irrelevant inputs, as the unsharpened mask of the first test does.
     net, x, y = trained_net()
     for p in net.parameters():
         p.requires_grad_(False)
-    agreement = {}
-    for fraction in (0.0, 0.5):
-        settings = TrainSettings(steps=300, lr=5e-2, beta=5e-2, batch_size=64, mask_samples=4, log_every=1000,
-                                 sharpen_fraction=fraction, sharpen_scale=1000.0)
-        mask, _ = train_mask(net, BatchSampler([x, y], 64, seed=1), nn.functional.cross_entropy, settings, seed=0)
-        logits = torch.cat([mask.logit(n).flatten() for n in mask.names])
-        # P(sample = threshold) per weight at the final scale, averaged over the mask
-        agreement[fraction] = torch.sigmoid(settings.logit_scale(settings.steps) * logits.abs()).mean().item()
-        accuracy = (run_with_mask(net, mask.binary(), x).argmax(1) == y).float().mean().item()
-        assert accuracy > 0.9
-    assert agreement[0.0] < 0.95 and agreement[0.5] > 0.99
+    settings = TrainSettings(steps=600, lr=5e-2, beta=5e-2, batch_size=64, mask_samples=4, log_every=50,
+                             sharpen_fraction=0.5, sharpen_scale=1000.0)
+    mask, history = train_mask(net, BatchSampler([x, y], 64, seed=1), nn.functional.cross_entropy, settings, seed=0)
+    first = mask.binary().bits["0.weight"]
+    assert first[:, 0].float().mean() > first[:, 1:].float().mean() + 0.3
+    assert (run_with_mask(net, mask.binary(), x).argmax(1) == y).float().mean() > 0.95
+    # the last 50 steps sample (almost) the thresholded mask, so their mean loss is that mask's loss
+    # (measured: 0.079 against 0.085; the same mask unsharpened: 0.072 against 0.056)
+    thresholded = nn.functional.cross_entropy(run_with_mask(net, mask.binary(), x), y).item()
+    assert history.rows[-1]["loss"] == pytest.approx(thresholded, abs=0.01)
 
 
 @pytest.mark.parametrize("bad", [{"sharpen_fraction": -0.1}, {"sharpen_fraction": 1.5}, {"sharpen_scale": 0.5}])
