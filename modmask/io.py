@@ -1,20 +1,48 @@
-"""Atomic file output, Parquet tables with provenance, and code versions for rerun triggers."""
+"""Atomic file output, safe loading of saved tensors, Parquet tables with provenance, and code
+versions for rerun triggers."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
-from pathlib import Path
+import threading
+from collections import Counter, OrderedDict
+from pathlib import Path, PurePath
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+_UMASK_LOCK = threading.Lock()
+
+
+class ArtefactError(RuntimeError):
+    """A saved network, mask, checkpoint or data cache that cannot be loaded; the message names the file
+    and what to do."""
+
+
+class TableError(ValueError):
+    """A table that lacks columns a rule reads; the message names the file and the columns."""
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: /proc)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _UMASK_LOCK:  # elsewhere: set and restore at once, under a lock against our own threads
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -22,6 +50,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
     A job killed half-way leaves a ``.tmp`` file, never something that looks like a finished output.
+    The finished file gets the permissions an ordinary new file gets (0666 less the umask), not the
+    owner-only 0600 of the temporary file, so that a group can read shared results.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +59,8 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.isfile(tmp):  # the block may have replaced it with a folder
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -36,16 +68,118 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+# What ``torch.load(weights_only=True)`` rebuilds without running code; ``save_torch`` writes nothing else.
+_PLAIN = (str, bytes, bytearray, bool, int, float, complex, type(None), torch.dtype, torch.device, torch.Size)
+
+
+def plain_artefact(obj, where: str = "object"):
+    """``obj`` made of what a ``weights_only`` load accepts: tensors, dicts, lists, tuples, sets, strings,
+    numbers, None. NumPy scalars become Python numbers, NumPy arrays tensors, paths strings, subclasses
+    of ``str``/``int``/``float`` (Snakemake's wildcards) the plain type; anything else is a TypeError that
+    names where in ``obj`` it sits."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, _PLAIN):
+        for base in (str, bytes, int, float):
+            if isinstance(obj, base) and type(obj) is not base:
+                return base(obj)
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, dict):
+        items = {plain_artefact(k, f"{where} key"): plain_artefact(v, f"{where}[{k!r}]") for k, v in obj.items()}
+        if isinstance(obj, Counter):  # a MultiStepLR's milestones
+            return Counter(items)
+        if isinstance(obj, OrderedDict):
+            out = OrderedDict(items)
+            if hasattr(obj, "_metadata"):  # a state_dict's module versions
+                out._metadata = plain_artefact(obj._metadata, f"{where}._metadata")
+            return out
+        return items
+    if isinstance(obj, (list, tuple)):
+        items = [plain_artefact(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, (set, frozenset)):
+        return {plain_artefact(v, f"{where} item") for v in obj}
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}, which a safe (weights_only) "
+                    f"load refuses; save tensors, dicts, lists, strings and numbers only")
+
+
 def save_torch(obj, path) -> None:
+    """Save ``obj`` atomically, made of plain types only (:func:`plain_artefact`), so that
+    :func:`load_torch` reads it back without unpickling arbitrary objects."""
+    obj = plain_artefact(obj, f"the object for {path}")
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
+def _reason(error: BaseException) -> str:
+    """What went wrong in one line: for a weights_only refusal the part that says what was refused (not
+    torch's advice to load the file unsafely), else the exception's first sentence."""
+    text = str(error)
+    for pattern in (r"unsupported GLOBAL (\S+)", r"Unsupported global: GLOBAL (\S+)"):
+        found = re.search(pattern, text)
+        if found:
+            return f"it asks for {found.group(1).rstrip('.')}"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found:
+        return found.group(1).strip()
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else "no details"
+    return f"{type(error).__name__}: {first}"
+
+
 def load_torch(path, map_location="cpu"):
+    """A file written by :func:`save_torch`, loaded with ``weights_only=True``: nothing in it can run code.
+
+    A file holding other objects (crafted, or written by other code) is refused, and a truncated or
+    corrupt one stops, both with an :class:`ArtefactError` naming the file and what to do.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"expected file {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- every failure gets the file's name and a remedy
+        reason = _reason(error)
+        if reason.startswith("it asks for"):
+            raise ArtefactError(
+                f"{path} was refused: it holds objects other than tensors and plain data ({reason}), which "
+                f"loading would have to execute. modmask never writes such a file, so it is foreign or tampered "
+                f"with: delete it (and find out where it came from); Snakemake then rebuilds it") from None
+        raise ArtefactError(f"{path} is truncated or corrupt ({reason}), or was not written by modmask: delete it "
+                            f"so that Snakemake rebuilds it with the job that writes it") from None
+
+
+def load_checkpoint(path, log: logging.Logger):
+    """A training checkpoint, or None when there is none or it cannot be loaded.
+
+    A corrupt, truncated or refused checkpoint must not block its job forever: it is moved aside to
+    ``<name>.corrupt`` (replacing an older one) with a warning naming it, and the job starts afresh.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = load_torch(path)
+        if not isinstance(state, dict):
+            raise ArtefactError(f"{path} is not a checkpoint (it holds a {type(state).__name__})")
+    except ArtefactError as error:
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+            where = f"moved it to {aside}"
+        except OSError:
+            path.unlink(missing_ok=True)
+            where = "deleted it"
+        log.warning("ignoring checkpoint %s and starting afresh (%s): %s", path, where, error)
+        return None
+    return state
 
 
 def write_parquet(df: pd.DataFrame, path, metadata: dict | None = None) -> None:
@@ -70,10 +204,38 @@ def read_parquet_metadata(path) -> dict:
     return json.loads(raw) if raw else {}
 
 
+def missing_columns(df: pd.DataFrame, columns: Iterable[str]) -> list[str]:
+    return [c for c in dict.fromkeys(columns) if c not in df.columns]
+
+
+def read_table(path, columns: Iterable[str] = (), allow_empty: bool = False) -> pd.DataFrame:
+    """A Parquet table that has every one of ``columns`` (those its reader uses), else a :class:`TableError`
+    naming the file and the missing columns, so that a figure or summary never draws from a column
+    that is not there. ``allow_empty``: a table without rows (e.g. nothing to report) passes as it is."""
+    df = read_parquet(path)
+    missing = missing_columns(df, columns)
+    if missing and not (allow_empty and df.empty):
+        raise TableError(f"table {path} lacks column(s) {missing} that its reader uses (it has {list(df.columns)}); "
+                         f"it was written by other code or is damaged: delete it so that Snakemake rebuilds it")
+    return df
+
+
 def concat_parquet(paths: Iterable, out_path) -> pd.DataFrame:
-    """Concatenate tables (e.g. over seeds) into one, keeping each input's metadata in a list."""
+    """Concatenate tables (e.g. over seeds) into one, keeping each input's metadata in a list.
+
+    Every input with rows must have the same columns: a column that some inputs lack would be read
+    as missing values. Inputs without rows (a run with nothing to report) are kept whatever they hold.
+    """
     paths = list(paths)
     frames = [read_parquet(p) for p in paths]
+    union = list(dict.fromkeys(c for df in frames if not df.empty for c in df.columns))
+    for path, df in zip(paths, frames):
+        missing = missing_columns(df, union) if not df.empty else []
+        if missing:
+            others = [str(p) for p, other in zip(paths, frames) if not other.empty and missing[0] in other.columns]
+            raise TableError(f"table {path} lacks column(s) {missing} that other tables of the same kind have "
+                             f"(e.g. {others[0]}); it was written by other code or is damaged: delete it so that "
+                             f"Snakemake rebuilds it")
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     write_parquet(df, out_path, {"sources": [str(p) for p in paths]})
     return df

@@ -21,7 +21,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .config import deep_merge
+from .config import task_stage_settings
 from .data.vocab import Vocabulary
 from .experiments import mathematics
 from .io import load_torch, read_parquet, save_torch, stable_hash, write_parquet
@@ -42,8 +42,7 @@ def network_spec(block: dict) -> dict:
 def stage_settings(block: dict, task: str, stage: str) -> dict:
     """The ``pretrain`` or ``mask`` block with ``task_settings.<task>.<stage>`` merged over it
     (``task_settings: null`` in a smaller scale's config drops the paper's per-task table)."""
-    per_task = (block.get("task_settings") or {}).get(task) or {}
-    return deep_merge(block[stage], per_task.get(stage) or {})
+    return task_stage_settings(block, task, stage)
 
 
 def provenance(block: dict, task: str, seed: int, stage: str, scale: str, code: str, **columns) -> dict:

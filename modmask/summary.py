@@ -5,7 +5,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from .io import read_table
 from .metrics import TOTAL
+
+# Tables that may hold no rows (SCAN's output weights when no mask covers the output layer; no stability
+# networks): without rows they pass as they are.
+MAY_BE_EMPTY = ("scan/output_weights", "cifar10/stability")
+
+
+def _table(results: Path, name: str, columns) -> pd.DataFrame:
+    """``<results>/<name>.parquet`` with the ``columns`` the caller reads, else an error naming the file and
+    the missing columns."""
+    return read_table(results / f"{name}.parquet", columns, allow_empty=name in MAY_BE_EMPTY)
 
 
 def _ms(values: pd.Series, percent: bool = False, digits: int = 1) -> str:
@@ -17,10 +28,11 @@ def _ms(values: pd.Series, percent: bool = False, digits: int = 1) -> str:
 
 
 def addmul_rows(results: Path) -> list[tuple[str, str, str]]:
-    layers = pd.read_parquet(results / "addmul" / "layers.parquet")
-    sharing = pd.read_parquet(results / "addmul" / "sharing.parquet")
-    accuracy = pd.read_parquet(results / "addmul" / "accuracy.parquet")
-    confusion = pd.read_parquet(results / "addmul" / "confusion.parquet")
+    layers = _table(results, "addmul/layers", ("arch", "seed", "mask", "layer", "kept"))
+    sharing = _table(results, "addmul/sharing", ("arch", "seed", "mask", "layer", "layer_index", "shared_fraction"))
+    accuracy = _table(results, "addmul/accuracy", ("arch", "seed", "split", "mask", "inverted", "operation", "accuracy"))
+    confusion = _table(results, "addmul/confusion",
+                       ("arch", "seed", "mask", "inverted", "operation", "outcome", "fraction"))
     rows = []
     for arch in dict.fromkeys(layers["arch"]):
         name = arch.upper()
@@ -56,6 +68,9 @@ def addmul_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+LAYER_SIZE_COLUMNS = ("arch", "layer", "layer_index", "size")  # what _inner_layer_sizes reads
+
+
 def _inner_layer_sizes(layers: pd.DataFrame, arch: str) -> tuple[tuple[str, int], ...]:
     """Names and sizes of an architecture's weight matrices except the first and last: "the same
     size" compares these, since the input and output layers differ between experiments (the names
@@ -66,11 +81,11 @@ def _inner_layer_sizes(layers: pd.DataFrame, arch: str) -> tuple[tuple[str, int]
 
 
 def double_add_rows(results: Path) -> list[tuple[str, str, str]]:
-    accuracy = pd.read_parquet(results / "double_add" / "accuracy.parquet")
-    sharing = pd.read_parquet(results / "double_add" / "sharing.parquet")
-    layers = pd.read_parquet(results / "double_add" / "layers.parquet")
-    addmul_sharing = pd.read_parquet(results / "addmul" / "sharing.parquet")
-    addmul_layers = pd.read_parquet(results / "addmul" / "layers.parquet")
+    accuracy = _table(results, "double_add/accuracy", ("arch", "seed", "mask", "inverted", "pair", "accuracy"))
+    sharing = _table(results, "double_add/sharing", ("arch", "seed", "layer", "shared_fraction"))
+    layers = _table(results, "double_add/layers", LAYER_SIZE_COLUMNS)
+    addmul_sharing = _table(results, "addmul/sharing", ("arch", "seed", "layer", "shared_fraction"))
+    addmul_layers = _table(results, "addmul/layers", LAYER_SIZE_COLUMNS)
     addmul_by_size = {_inner_layer_sizes(addmul_layers, a): a for a in dict.fromkeys(addmul_layers["arch"])}
     rows = []
     for arch in dict.fromkeys(accuracy["arch"]):
@@ -101,8 +116,8 @@ def sweep_rows(results: Path) -> list[tuple[str, str, str]]:
     path = results / "addmul" / "sweeps" / "sharing.parquet"
     if not path.exists():
         return []
-    sharing = pd.read_parquet(path)
-    layers = pd.read_parquet(results / "addmul" / "sweeps" / "layers.parquet")
+    sharing = _table(results, "addmul/sweeps/sharing", ("arch", "beta", "mask", "layer", "shared_fraction"))
+    layers = _table(results, "addmul/sweeps/layers", ("arch", "layer", "size"))
     sizes = layers[layers["layer"] == TOTAL].drop_duplicates("arch").set_index("arch")["size"]
     total = sharing[(sharing["layer"] == TOTAL) & (sharing["mask"] == "add")]
     rows = []
@@ -127,8 +142,8 @@ PM_LAYERS = {"layers.1.weight": "layer 2", "layers.2.weight": "layer 3", "layers
 
 
 def permuted_mnist_rows(results: Path) -> list[tuple[str, str, str]]:
-    sharing = pd.read_parquet(results / "permuted_mnist" / "sharing.parquet")
-    accuracy = pd.read_parquet(results / "permuted_mnist" / "accuracy.parquet")
+    sharing = _table(results, "permuted_mnist/sharing", ("variant", "seed", "task", "layer", "shared_fraction"))
+    accuracy = _table(results, "permuted_mnist/accuracy", ("variant", "seed", "mask", "accuracy"))
     tasks = sorted(t for t in sharing["task"].unique() if t > 0 and t % 2 == 0)
     rows = []
     for variant in dict.fromkeys(sharing["variant"]):
@@ -159,8 +174,9 @@ SCAN_SPLITS = {"length": "length", "addprim_jump": "add jump", "addprim_turn_lef
 
 
 def scan_rows(results: Path) -> list[tuple[str, str, str]]:
-    accuracy = pd.read_parquet(results / "scan" / "accuracy.parquet")
-    weights = pd.read_parquet(results / "scan" / "output_weights.parquet")
+    accuracy = _table(results, "scan/accuracy",
+                      ("arch", "seed", "network", "trained_on", "mask", "test_split", "accuracy"))
+    weights = _table(results, "scan/output_weights", ("arch", "seed", "mask", "token", "removed_fraction"))
     rows = []
     for arch in dict.fromkeys(accuracy["arch"]):
         a = accuracy[accuracy["arch"] == arch]
@@ -191,8 +207,8 @@ CIFAR_SEMANTIC = ("cat", "dog", "automobile", "truck", "airplane")
 def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
     from .plotting import cifar10 as cifar_plots
 
-    accuracy = pd.read_parquet(results / "cifar10" / "accuracy.parquet")
-    confusion = pd.read_parquet(results / "cifar10" / "confusion.parquet")
+    accuracy = _table(results, "cifar10/accuracy", cifar_plots.ACCURACY_COLUMNS)
+    confusion = _table(results, "cifar10/confusion", cifar_plots.CONFUSION_COLUMNS)
     drops = cifar_plots.class_drops(accuracy)
     rows = []
     for arch in dict.fromkeys(drops["arch"]):
@@ -210,7 +226,7 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
                  for c in CIFAR_SEMANTIC if c in top.index]
         rows.append((f"CIFAR-10 {arch}: where the removed class's images go (largest confusion increase)",
                      "semantic: cat ↔ dog, automobile ↔ truck, airplane → bird / ship", "; ".join(parts)))
-    stability = pd.read_parquet(results / "cifar10" / "stability.parquet")
+    stability = _table(results, "cifar10/stability", ("arch", "iou"))
     if len(stability):
         rows.append((f"CIFAR-10 mask stability ({stability['arch'].iloc[0]}): IoU of two masks trained with different "
                      f"seeds, {len(stability)} (network, class pair) cases", "93.26 ± 0.96%",
@@ -221,7 +237,7 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
 def mathematics_rows(results: Path) -> list[tuple[str, str, str]]:
     from .plotting.mathematics import task_label
 
-    accuracy = pd.read_parquet(results / "mathematics" / "accuracy.parquet")
+    accuracy = _table(results, "mathematics/accuracy", ("task", "seed", "mask", "test_level", "accuracy"))
     hard = accuracy[accuracy["test_level"] == "hard"]
     rows = []
     for task in dict.fromkeys(hard["task"]):

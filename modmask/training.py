@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .io import load_torch, save_torch
+from .io import load_checkpoint, save_torch
 from .masked_model import MaskedModel
 from .masks import WeightMask
 
@@ -205,9 +205,11 @@ class _Checkpointer:
         self.identity = identity
 
     def load(self, log: logging.Logger):
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return None
-        state = load_torch(self.path)
+        state = load_checkpoint(self.path, log)  # None also when it is corrupt: moved aside, start afresh
+        if state is None:
+            return None
         if state.get("identity") != self.identity:
             log.warning("ignoring checkpoint %s: it belongs to different settings", self.path)
             return None
@@ -222,6 +224,19 @@ class _Checkpointer:
     def remove(self):
         if self.path is not None and self.path.exists():
             self.path.unlink()
+
+
+def _check_logits(stateful: dict, what: str, step: int) -> None:
+    """Stop when a trained mask's logits are no longer finite (an exploding or NaN update)."""
+    mask = stateful.get("mask")
+    if mask is None:
+        return
+    bad = {n: int((~torch.isfinite(mask.logit(n))).sum()) for n in mask.names}
+    bad = {n: count for n, count in bad.items() if count}
+    if bad:
+        name = next(iter(bad))
+        raise FloatingPointError(f"{what}: {sum(bad.values())} mask logits became NaN or infinite by step {step} "
+                                 f"({bad[name]} in {name}); lower the learning rate, check beta and initial_logit")
 
 
 def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Checkpointer, log, what: str,
@@ -243,11 +258,16 @@ def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Che
     started = time.perf_counter()
     for step in range(start_step + 1, settings.steps + 1):
         loss = step_fn(step)
+        loss, total = loss if isinstance(loss, tuple) else (loss, loss)  # mask steps: (task loss, + regulariser)
         if not math.isfinite(loss):
             raise FloatingPointError(f"{what}: loss became {loss} at step {step}; lower the learning rate")
+        if not math.isfinite(total):
+            raise FloatingPointError(f"{what}: the loss with the regulariser became {total} at step {step} (task "
+                                     f"loss {loss}); check beta, lower the learning rate")
         running += loss
         count += 1
         if step % settings.log_every == 0 or step == settings.steps:
+            _check_logits(stateful, what, step)
             elapsed = time.perf_counter() - started
             done = step - start_step
             eta = elapsed / done * (settings.steps - step)
@@ -330,7 +350,7 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        return task_loss.item()
+        return task_loss.item(), loss.item()
 
     def progress():
         kept = sum(int((mask.logit(n) > 0).sum()) for n in mask.names)
@@ -393,7 +413,7 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
                 params[name].copy_(torch.where(bits, snapshot[name], params[name]))
         if scheduler is not None:
             scheduler.step()
-        return task_loss.item()
+        return task_loss.item(), loss.item()
 
     def progress():
         kept = sum(int((mask.logit(n) > 0).sum()) for n in mask.names)

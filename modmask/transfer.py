@@ -12,7 +12,7 @@ import pandas as pd
 
 from .data import mnist
 from .experiments import permuted_mnist
-from .io import load_torch, save_torch, stable_hash, write_parquet
+from .io import load_checkpoint, load_torch, save_torch, stable_hash, write_parquet
 
 NOT_SETTINGS = ("mnist_dir", "download", "mirror", "verify")  # where the data comes from, not what it is
 
@@ -48,9 +48,9 @@ def permuted_mnist_run(block: dict, variant: str, seed: int, device, out_path, l
         save_torch({"identity": identity, **state}, progress_path)
 
     def load_progress():
-        if not progress_path.exists():
+        state = load_checkpoint(progress_path, log)  # None also when it is corrupt: moved aside, start afresh
+        if state is None:
             return None
-        state = load_torch(progress_path)
         if state.get("identity") != identity:
             log.warning("ignoring %s: it belongs to different settings", progress_path)
             return None

@@ -111,6 +111,20 @@ def sample(module, max_question: int, max_answer: int) -> tuple[str, str, int]:
         return question, answer, dropped
 
 
+def current_umask() -> int:
+    """The umask, read from /proc where it can be (this script cannot import modmask.io's twin)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(lines, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -118,6 +132,7 @@ def write_atomic(lines, path: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.writelines(lines)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would keep the shard from the group
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -75,3 +75,140 @@ def test_deep_merge_replaces_lists_and_merges_dicts():
 def test_schema_declares_2020_12():
     schema = yaml.safe_load((CONFIG / "schema.yaml").read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+# ---- checks the schema cannot make (tests/test_safety.py has the other bad inputs) ---------------------
+
+def smoke():
+    return load_config(CONFIG / "config.yaml", CONFIG / "smoke.yaml")
+
+
+def _set(config: dict, path: tuple, value) -> dict:
+    target = config
+    for part in path[:-1]:
+        if isinstance(target, dict) and target.get(part) is None:  # e.g. task_settings: null
+            target[part] = {}
+        target = target[part]
+    target[path[-1]] = value
+    return config
+
+
+def _error(config: dict) -> str:
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    return str(error.value)
+
+
+# Each training block where a batch is split into mask samples: the key set, and the value that breaks it
+# (smoke scale: mask_samples 4, Mathematics 2, permuted MNIST 8).
+BATCH_CASES = [
+    (("experiments", "addmul", "mask", "batch_size"), 30),
+    (("experiments", "addmul", "architectures", "lstm", "mask", "batch_size"), 30),
+    (("experiments", "addmul", "sweeps", "architectures", "small", "mask", "batch_size"), 30),
+    (("experiments", "addmul", "sweeps", "mask", "batch_size"), 30),
+    (("experiments", "double_add", "mask", "mask_samples"), 3),
+    (("scan", "mask", "batch_size"), 30),
+    (("scan", "architectures", "transformer", "mask", "batch_size"), 30),
+    (("scan", "architectures", "lstm", "mask", "mask_samples"), 5),
+    (("cifar10", "mask", "batch_size"), 30),
+    (("cifar10", "architectures", "resnet", "mask", "batch_size"), 30),
+    (("mathematics", "mask", "batch_size"), 15),
+    (("mathematics", "task_settings", "comparison__sort", "mask", "batch_size"), 15),
+    (("permuted_mnist", "train", "batch_size"), 36),
+]
+
+
+@pytest.mark.parametrize("path, value", BATCH_CASES, ids=[".".join(p) for p, _ in BATCH_CASES])
+def test_every_mask_block_needs_a_batch_divisible_by_mask_samples(path, value):
+    config = smoke()
+    validate_config(config)  # the control
+    message = _error(_set(config, path, value))
+    # the key that was set is named (first, when it is the more specific of the two)
+    assert message.startswith("config key ") and ".".join(path) in message
+    assert "is not divisible by mask_samples" in message or "does not divide batch_size" in message
+    if path[-1] == "mask_samples" and "architectures" in path:
+        assert message.startswith(f"config key {'.'.join(path)}: {value} does not divide batch_size")
+
+
+def test_every_block_holding_a_batch_size_is_checked():
+    """The cross-field checks reach every block of every scale that sets a batch_size or mask_samples,
+    so a block added later cannot slip past them."""
+    from modmask.config import _leaves, training_blocks
+
+    for scale in (["config.yaml"], ["config.yaml", "quick.yaml"], ["config.yaml", "smoke.yaml"]):
+        config = load_config(*[CONFIG / name for name in scale])
+        checked = {where for _, sources in training_blocks(config) for where, _ in sources}
+        holding = {".".join(map(str, path[:-1])) for path, _ in _leaves(config)
+                   if path[-1] in ("batch_size", "mask_samples")}
+        assert holding and holding <= checked, (scale, holding - checked)
+
+
+@pytest.mark.parametrize("path, value", [
+    (("experiments", "addmul", "mask", "beta"), float("nan")),
+    (("experiments", "addmul", "pretrain", "lr"), float("inf")),
+    (("scan", "mask", "initial_logit"), float("-inf")),
+    (("mathematics", "pretrain", "adam_betas", 1), float("nan")),
+    (("experiments", "addmul", "sweeps", "beta", 0), float("inf")),
+    (("permuted_mnist", "variants", "used2_new0", "new_logit"), float("nan")),
+    (("cifar10", "architectures", "resnet", "pretrain", "weight_decay"), float("inf")),
+])
+def test_non_finite_numbers_are_rejected_naming_the_key(path, value):
+    message = _error(_set(smoke(), path, value))
+    assert f"config key {'.'.join(map(str, path))}: {value} is not a finite number" in message
+
+
+def test_yaml_nan_and_inf_are_rejected_too(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiments:\n  addmul:\n    mask: {beta: .nan}\n")
+    with pytest.raises(ConfigError, match=r"experiments\.addmul\.mask\.beta: nan is not a finite number"):
+        load_config(CONFIG / "config.yaml", bad)
+
+
+@pytest.mark.parametrize("path", [("scan", "mask", "include"), ("experiments", "addmul", "mask", "exclude"),
+                                  ("cifar10", "architectures", "resnet", "mask", "include"),
+                                  ("experiments", "addmul", "sweeps", "mask", "exclude")])
+def test_every_regular_expression_is_compiled_at_validation(path):
+    message = _error(_set(smoke(), path, [r"^layers\.", "(unclosed"]))
+    assert f"config key {'.'.join(path)}.1: '(unclosed' is not a valid regular expression (missing )" in message
+    validate_config(_set(smoke(), path, [r"^layers\.", r"\.weight$"]))  # the control: valid patterns pass
+
+
+@pytest.mark.parametrize("path, value, known", [
+    (("cifar10", "stability", "architecture"), "vgg16", "['resnet', 'simple_cnn', 'simple_cnn_nodrop']"),
+    (("experiments", "addmul", "sweeps", "beta_architectures"), ["fnn", "giant"], "['fnn', 'huge', 'lstm'"),
+    (("experiments", "addmul", "sweeps", "size_architectures"), ["tiny"], "'medium', 'small']"),
+    (("resources", "train_mask"), {"runtime": 5}, "['default', 'generate_data', 'pretrain', 'mask'"),
+])
+def test_names_of_other_entries_are_checked_naming_the_key_the_name_and_the_known_ones(path, value, known):
+    message = _error(_set(smoke(), path, value))
+    name = value if isinstance(value, str) else path[-1] if isinstance(value, dict) else value[-1]
+    key = ".".join(path) + (f".{len(value) - 1}" if isinstance(value, list) else "")
+    assert f"config key {key}: {name!r} names no entry of" in message and known in message
+
+
+def test_the_known_resource_stages_are_those_the_rules_ask_for():
+    import re
+
+    from modmask.config import RESOURCE_STAGES
+
+    rules = "".join(p.read_text() for p in CONFIG.parent.glob("rules/*.smk"))
+    asked = set(re.findall(r'job_resources\("(\w+)"\)', rules))
+    assert asked and {"default", *asked} == set(RESOURCE_STAGES)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("cifar10:\n  stability: {architecture: vgg16, networks: 1, pairs: 2}\n",
+     "config key cifar10.stability.architecture: 'vgg16' names no entry of cifar10.architectures"),
+    ("scan:\n  mask: {batch_size: 30}\n", "config key scan.mask.batch_size: 30 is not divisible by mask_samples 4"),
+])
+def test_the_workflow_stops_before_any_job_naming_the_key(tmp_path, override, words):
+    """The Snakefile validates the merged config when it is parsed: a dry run fails at once."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "figures/all", "--configfile",
+                             "config/smoke.yaml", str(bad)], cwd=CONFIG.parent, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and words in result.stdout + result.stderr

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from local_data import copy_workflow
+from modmask.io import load_torch
 
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask", "profiles"]
 RUN = "results/smoke/addmul/fnn/seed0"
@@ -81,7 +82,7 @@ def job_process(snakemake: subprocess.Popen, script: str) -> psutil.Process:
 
 
 def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+    return int(load_torch(path)["step"])
 
 
 def assert_identical(a, b, where="file"):
@@ -101,7 +102,7 @@ def assert_identical(a, b, where="file"):
 
 
 def load(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch(path)  # the safe loader, as the jobs use it
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ The folder holds ``data_batch_1`` .. ``data_batch_5`` (training, 10000 images ea
 (10000 images) and ``batches.meta`` (class names): Python pickles whose ``b"data"`` is an
 ``N x 3072`` uint8 array (the red, green and blue 32 x 32 planes of each image, one row per image)
 and whose ``b"labels"`` is a list of N class indices. A missing, truncated or inconsistent file stops
-with a :class:`Cifar10FileError` naming the file and where it was expected.
+with a :class:`Cifar10FileError` naming the file and where it was expected. The pickles are read by an
+unpickler that accepts only what the official format holds (NumPy arrays, bytes, lists, numbers): a
+file asking for anything else (a function to call) is refused before that is looked up.
 
 There are no content checksums for the batches: the local copy made by :func:`local_copy` from
 the shared JPEG archive is a re-encoding whose pixels differ slightly from the official release.
@@ -66,12 +68,63 @@ def batches_dir(directory: str | Path) -> Path:
     return directory
 
 
+def _latin1(text, encoding="latin1", errors="strict"):
+    """``_codecs.encode`` as Python 3 pickles bytes at protocol 2, limited to that use."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(f"_codecs.encode is allowed only for latin1 text, got {encoding!r}")
+    return text.encode("latin1")
+
+
+def _numpy_function(module: str, name: str):
+    """A NumPy internal by its NumPy 2 (``numpy._core``) or NumPy 1 (``numpy.core``) home."""
+    core = getattr(np, "_core", None)
+    if core is None:
+        import numpy.core as core  # NumPy 1
+    return getattr(getattr(core, module), name)
+
+
+# The only globals the official batches hold (a uint8 array in a dict of bytes, lists and ints), as
+# NumPy 1 or 2 pickle it at any protocol; bytes at protocol 2 as Python 3 writes them.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_function("multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_function("multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"): lambda: _numpy_function("numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): lambda: _numpy_function("numeric", "_frombuffer"),
+    ("_codecs", "encode"): lambda: _latin1,
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global that a CIFAR-10 batch never holds."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what the official format holds: any other global (a function to call, a class to
+    build) is refused before it is looked up, so a crafted file cannot run code."""
+
+    def find_class(self, module, name):
+        allowed = _ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            raise _Refused(f"{module}.{name}")
+        return allowed()
+
+    def persistent_load(self, pid):
+        raise _Refused(f"persistent id {pid!r}")
+
+
 def _unpickle(path: Path, what: str):
     if not path.exists():
         raise Cifar10FileError(f"CIFAR-10 {what} file {path.name} not found: expected it at {path.resolve()}; {HINT}")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _BatchUnpickler(f, encoding="bytes").load()
+    except _Refused as error:
+        raise Cifar10FileError(f"CIFAR-10 file {path.name} at {path.resolve()} was refused: it asks for "
+                               f"{error}, which the official format never holds (only arrays, bytes, lists and "
+                               f"numbers), so it is crafted or foreign and nothing in it was run; delete it. "
+                               f"{HINT}") from None
     except Exception as error:  # truncated pickles raise EOFError, UnpicklingError, ValueError...
         raise Cifar10FileError(f"CIFAR-10 file {path.name} at {path.resolve()} cannot be read "
                                f"({type(error).__name__}: {error}); the file is corrupt or truncated: {HINT}") from error

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import write_json, write_parquet
+from ..io import current_umask, write_json, write_parquet
 from .vocab import Vocabulary
 
 TASKS = ("arithmetic__add_or_sub", "algebra__linear_1d", "calculus__differentiate", "comparison__sort",
@@ -406,9 +406,7 @@ def build_venv(requirements: str | Path, venv: str | Path, marker: str | Path, l
     base, version = find_base_python(base_python)
     venv.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{venv.name}.", suffix=".tmp", dir=venv.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the environment is not
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the environment is not
     try:
         _run([base, "-m", "venv", "--clear", str(tmp)], log, "creating the virtual environment")
         python = str(venv_python(tmp))

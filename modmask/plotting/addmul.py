@@ -8,11 +8,17 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import TOTAL
-from .common import (finish, arch_name, condition_panel, grouped_bars, layer_order, mean_std, panels, provenance_text,
-                     save_figure, sharing_panel)
+from .common import (SHARING_PANEL_COLUMNS, arch_name, check_tables, condition_panel, finish, grouped_bars, layer_order,
+                     mean_std, panels, provenance_text, save_figure, sharing_panel)
 
 OP_NAMES = {"add": "addition", "mul": "multiplication", "all": "full task (control)", "none": "no mask"}
 MAIN_ARCHS = ("fnn", "lstm")
+COLUMNS = {  # table -> the columns the figures read
+    "sharing": ("arch", *SHARING_PANEL_COLUMNS),
+    "accuracy": ("arch", "split", "mask", "inverted", "operation", "accuracy"),
+    "layers": ("arch", "seed", "mask", "layer", "layer_index", "layer_label", "kept"),
+    "confusion": ("arch", "mask", "inverted", "operation", "outcome", "fraction"),
+}
 
 
 def _archs(df: pd.DataFrame) -> list[str]:
@@ -104,6 +110,7 @@ def fig12_confusion(confusion: pd.DataFrame):
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    check_tables(tables, COLUMNS, "add/mul")
     footer = provenance_text(*tables.values())
     paths = []
     paths += save_figure(fig1_sharing(tables["sharing"]), out_dir, "fig01_sharing_per_layer", footer)

@@ -35,6 +35,7 @@ FIRST_DIFF_FIGURE = 19
 ACCURACY_COLUMNS = ("arch", "seed", "mask", "class", "accuracy")
 CONFUSION_COLUMNS = ("arch", "seed", "mask", "true_class", "predicted_class", "fraction")
 _KEY_COLUMNS = ("arch", "mask", "class", "true_class", "predicted_class")
+COLUMNS = {"accuracy": ACCURACY_COLUMNS, "confusion": CONFUSION_COLUMNS}  # table -> what the figures read
 
 FIGURES = {  # name -> (file stem, title)
     "removed_drop": ("fig06_a_removed_class_drop",

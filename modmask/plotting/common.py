@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from ..io import TableError, atomic_path, missing_columns  # noqa: E402
 
 COLORS = ["#3b75af", "#ef8636", "#519e3e", "#c53a32", "#8d69b8", "#84584e", "#d57dbf", "#7f7f7f"]
 ARCH_NAMES = {"fnn": "FNN", "lstm": "LSTM", "lstm_seq": "LSTM (one pair at a time)"}
@@ -19,6 +19,22 @@ plt.rcParams.update({
     "figure.dpi": 110, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
     "axes.spines.right": False, "axes.grid": True, "axes.grid.axis": "y", "grid.alpha": 0.3, "legend.frameon": False,
 })
+
+
+# What sharing_panel reads of a sharing table.
+SHARING_PANEL_COLUMNS = ("mask", "layer", "layer_index", "layer_label", "shared_fraction")
+
+
+def check_tables(tables: dict[str, pd.DataFrame], columns: dict[str, tuple[str, ...]], what: str) -> None:
+    """Every table a figure module reads is there with the columns it reads (``columns``: its ``COLUMNS``),
+    else a :class:`~modmask.io.TableError` naming the table and the columns. The figure scripts read
+    the files with :func:`modmask.io.read_table`, which also names the file."""
+    for name, needed in columns.items():
+        if tables.get(name) is None:
+            raise TableError(f"{what} figures need the {name!r} table, but only got: {sorted(tables)}")
+        missing = missing_columns(tables[name], needed)
+        if missing:
+            raise TableError(f"{what} {name!r} table lacks column(s) {missing}; it has {list(tables[name].columns)}")
 
 
 def arch_name(arch: str) -> str:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import finish, arch_name, condition_panel, panels, provenance_text, save_figure, sharing_panel
+from .common import (SHARING_PANEL_COLUMNS, arch_name, check_tables, condition_panel, finish, panels, provenance_text,
+                     save_figure, sharing_panel)
 
 CONDITIONS = [("none", False, "no mask"), ("all", False, "full-task\nmask"), ("pair1", False, "pair-1\nmask"),
               ("pair1", True, "pair-1 mask\ninverted"), ("pair2", False, "pair-2\nmask"),
@@ -13,6 +14,10 @@ CONDITIONS = [("none", False, "no mask"), ("all", False, "full-task\nmask"), ("p
 PAIR_SERIES = {1: "accuracy on pair 1 (a+b)", 2: "accuracy on pair 2 (c+d)"}
 SHARING_SERIES = {"pair1": "pair-1 mask", "pair2": "pair-2 mask"}
 SEQUENTIAL = "lstm_seq"
+COLUMNS = {  # table -> the columns the figures read
+    "accuracy": ("arch", "mask", "inverted", "pair", "accuracy"),
+    "sharing": ("arch", *SHARING_PANEL_COLUMNS),
+}
 
 
 def _main_archs(df: pd.DataFrame) -> list[str]:
@@ -50,6 +55,7 @@ def fig14_sequential(accuracy: pd.DataFrame, sharing: pd.DataFrame):
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    check_tables(tables, COLUMNS, "double addition")
     footer = provenance_text(tables["accuracy"], tables["sharing"])
     paths = []
     paths += save_figure(fig2_accuracy(tables["accuracy"]), out_dir, "fig02_accuracy_masks_inverted", footer)

@@ -7,10 +7,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .common import COLORS, arch_name, provenance_text, save_figure
+from .common import COLORS, arch_name, check_tables, provenance_text, save_figure
 
 NEAR_ZERO = 0.05  # the linear-scale panels drop probabilities below this; almost all weights sit there
 EXPERIMENT_NAMES = {"addmul": "add/mul", "double_add": "double addition"}
+COLUMNS = {"histogram": ("experiment", "arch", "bin_left", "bin_right", "count")}  # what the figure reads
 
 
 def fig7_histogram(histogram: pd.DataFrame):
@@ -43,5 +44,6 @@ def fig7_histogram(histogram: pd.DataFrame):
 
 
 def build_all(histogram: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    check_tables({"histogram": histogram}, COLUMNS, "mask probability histogram")
     return save_figure(fig7_histogram(histogram), out_dir, "fig07_mask_probability_histogram",
                        provenance_text(histogram))

@@ -22,6 +22,7 @@ TASK_LABELS = {"arithmetic__add_or_sub": "add_or_sub", "algebra__linear_1d": "li
 # mask -> legend label, in bar order
 CONDITIONS = {"none": "no mask", "control": "control mask (all levels)", "easy": "mask trained on easy only"}
 ACCURACY_COLUMNS = ("task", "seed", "mask", "test_level", "accuracy")
+COLUMNS = {"accuracy": ACCURACY_COLUMNS}  # table -> what the figure reads
 LEVEL = "hard"
 FIGURE = ("fig05_mathematics", "Fig. 5: Mathematics Dataset, {level} test accuracy")
 

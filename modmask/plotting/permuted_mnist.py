@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import COLORS, finish, grouped_bars, mean_std, panels, provenance_text, save_figure
+from .common import COLORS, check_tables, finish, grouped_bars, mean_std, panels, provenance_text, save_figure
 
 FIGURES = {  # variant -> (file stem, title)
     "normal": ("fig03_sharing_normal_init", "Fig. 3: permuted MNIST, new masks at the normal init"),
@@ -20,6 +20,11 @@ FIGURES = {  # variant -> (file stem, title)
     "used2_new-1": ("fig15_b_sharing_used2_new-1", "Fig. 15b: used weights' logits start at 2, new ones at -1"),
 }
 LAYERS = ("layers.1.weight", "layers.2.weight", "layers.3.weight")  # the paper's layers 2-4
+COLUMNS = {  # table -> the columns the figures read
+    "sharing": ("variant", "task", "layer", "layer_label", "shared_fraction"),
+    "layers": ("variant", "task", "layer", "layer_label", "frozen_fraction"),
+    "accuracy": ("variant", "task", "mask", "accuracy"),
+}
 
 
 def shown_tasks(tasks) -> list[int]:
@@ -60,6 +65,7 @@ def variant_figure(sharing: pd.DataFrame, layers: pd.DataFrame, accuracy: pd.Dat
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    check_tables(tables, COLUMNS, "permuted MNIST")
     sharing, layers, accuracy = tables["sharing"], tables["layers"], tables["accuracy"]
     paths = []
     for variant in dict.fromkeys(sharing["variant"]):

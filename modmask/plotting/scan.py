@@ -31,6 +31,7 @@ HIGHLIGHTED_TOKEN = "I_JUMP"
 ACCURACY_COLUMNS = ("arch", "seed", "network", "trained_on", "mask", "test_split", "accuracy")
 OUTPUT_WEIGHT_COLUMNS = ("arch", "seed", "mask", "token", "token_index", "removed_fraction")
 _KEY_COLUMNS = ("arch", "network", "trained_on", "mask", "test_split", "token")
+COLUMNS = {"accuracy": ACCURACY_COLUMNS, "output_weights": OUTPUT_WEIGHT_COLUMNS}  # table -> what the figures read
 
 # condition -> legend label, in bar order
 SPLIT_MASK_CONDITIONS = {"iid_mask": "mask trained on the full problem (IID)",

@@ -7,9 +7,15 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import TOTAL
-from .common import finish, COLORS, arch_name, grouped_bars, mean_std, panels, provenance_text, save_figure
+from .common import (COLORS, arch_name, check_tables, finish, grouped_bars, mean_std, panels, provenance_text,
+                     save_figure)
 
 OP_NAMES = {"add": "addition", "mul": "multiplication"}
+COLUMNS = {  # table -> the columns the figures read
+    "sharing": ("arch", "beta", "mask", "layer", "shared_fraction"),
+    "accuracy": ("arch", "beta", "mask", "inverted", "operation", "accuracy"),
+    "layers": ("arch", "layer", "size"),
+}
 
 
 def _beta_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -88,6 +94,7 @@ def fig9_size(sharing: pd.DataFrame, layers: pd.DataFrame):
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    check_tables(tables, COLUMNS, "sweep")
     footer = provenance_text(tables["sharing"])
     paths = []
     paths += save_figure(fig8_beta(tables["sharing"], tables["accuracy"], tables["layers"]), out_dir,
