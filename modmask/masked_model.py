@@ -5,17 +5,31 @@ time-major ``[T, B, C]`` inputs) and chunk k runs with mask sample k. The K mask
 weight are built by one fused kernel and the module is evaluated once with ``torch.func.vmap``
 over ``functional_call``: linear layers become batched matmuls, convolutions grouped convolutions,
 and the module's own code is not touched.
+
+Three paths (``MaskedModel.path``), see :mod:`modmask.module_support`: ``"vectorised"`` (the one
+pass), ``"fused-loop"`` (the one pass, with each recurrent or attention layer run as K calls of
+PyTorch's fused kernels inside it) and ``"per-sample"`` (K separate passes, exact; for models
+with recurrent cells, and taken automatically, with one warning, when ``vmap`` cannot run the
+module).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.utils import _pytree as pytree
 
 from .gumbel import COMPILE_MIN_ELEMENTS, NoiseSource, counter_uniform, sample_masked_weights
 from .masks import BinaryMask, WeightMask
+from .module_support import (PerSampleFallbackWarning, TrainModeError, check_train_mode, describe_vmap_failure,
+                             fused_loop_modules, masked_call, per_sample_reason,
+                             running_stat_modules)
+
+__all__ = ["BatchNotDivisibleError", "MaskedModel", "PerSampleFallbackWarning", "TrainModeError", "WithMask",
+           "run_in_chunks", "run_with_mask"]
 
 
 class BatchNotDivisibleError(ValueError):
@@ -53,6 +67,9 @@ class MaskedModel(nn.Module):
     same) in every tensor output. ``kernels`` is ``"auto"``, ``"compiled"`` or ``"eager"``.
     ``noise_kind``: ``"counter"`` (default; the kernels hash counter keys into noise, nothing K x N
     is drawn or stored) or ``"torch"`` (uniform noise drawn from PyTorch generators into a buffer).
+
+    Modules in training mode: dropout works (each mask sample draws its own dropout noise); a layer
+    that would update running statistics (BatchNorm) raises :class:`TrainModeError`.
     """
 
     def __init__(self, module: nn.Module, mask: WeightMask, mask_samples: int = 4, temperature: float = 1.0,
@@ -83,6 +100,27 @@ class MaskedModel(nn.Module):
         total = mask.numel() * mask_samples
         self.use_compiled = kernels == "compiled" or (kernels == "auto" and total >= COMPILE_MIN_ELEMENTS)
         self._noise_buffer: torch.Tensor | None = None
+        # found once: the module's structure is fixed while it is masked
+        self._fused = fused_loop_modules(module)
+        self._running_stats = running_stat_modules(module)
+        # why K separate passes are used: a layer that is faster that way, or what vmap could not run
+        # (op, module, reason) once the vectorised pass failed on this module; None: the one pass
+        self._fallback: str | None = per_sample_reason(module)
+
+    @property
+    def path(self) -> str:
+        """How :meth:`forward` runs the K samples: ``"vectorised"`` (one ``vmap`` pass), ``"fused-loop"``
+        (one pass; recurrent and attention layers inside it as K calls of their fused kernels) or
+        ``"per-sample"`` (K passes: for models with recurrent cells, and once the vectorised pass has
+        failed on this module). Known for sure after the first forward."""
+        if self._fallback is not None:
+            return "per-sample"
+        return "fused-loop" if self._fused else "vectorised"
+
+    @property
+    def fused_loop_modules(self) -> list[str]:
+        """Names of the submodules that run as K calls of their fused kernels inside the vectorised pass."""
+        return [name for name, _ in self._fused]
 
     # -- sampling ----------------------------------------------------------------------------
     def _weights(self) -> dict[str, torch.Tensor]:
@@ -143,32 +181,59 @@ class MaskedModel(nn.Module):
     # -- forward passes ----------------------------------------------------------------------
     def forward(self, *args, noise: dict[str, torch.Tensor] | None = None, **kwargs):
         """Vectorised pass: chunk k of the batch runs with mask sample k."""
+        check_train_mode(self._running_stats, self.mask_samples)
         k = self.mask_samples
         sampled = self.sample_weights(noise)
         others = self._others(sampled)
         split_args = _map_structure(lambda t: _split_batch(t, k, self.batch_dim), (args, kwargs))
+        if self._fallback is not None:
+            return self._per_sample(sampled, others, split_args)
 
         def one_sample(weights, a, kw):
             return functional_call(self.module, {**others, **weights}, a, kw)
 
         in_dims = _in_dims(split_args, self.batch_dim)
-        out = vmap(one_sample, in_dims=(0, *in_dims), out_dims=self.output_batch_dim)(sampled, *split_args)
-        return _map_structure(lambda t: _merge_batch(t, self.output_batch_dim), out)
+        try:
+            with masked_call(self._fused):
+                out = vmap(one_sample, in_dims=(0, *in_dims), out_dims=self.output_batch_dim,
+                           randomness="different")(sampled, *split_args)
+        except Exception as error:  # noqa: BLE001 - confirmed below by the exact per-sample path
+            return self._fall_back(error, sampled, others, split_args)
+        return _tree_map_tensors(lambda t: _merge_batch(t, self.output_batch_dim), out)
 
     def forward_loop(self, *args, noise: dict[str, torch.Tensor] | None = None, **kwargs):
         """Reference implementation: K separate passes, one per mask sample and batch chunk."""
+        check_train_mode(self._running_stats, self.mask_samples)
         k = self.mask_samples
         sampled = self.sample_weights(noise)
         others = self._others(sampled)
         chunks = _map_structure(lambda t: _split_batch(t, k, self.batch_dim), (args, kwargs))
+        return self._per_sample(sampled, others, chunks)
+
+    def _per_sample(self, sampled, others, chunks):
+        """K ``functional_call`` passes; the outputs concatenated along ``output_batch_dim``."""
+        buffers = dict(self.module.named_buffers())
+        versions = {n: b._version for n, b in buffers.items()}
         outs = []
-        for i in range(k):
-            a, kw = _map_structure(lambda t: t.select(self.batch_dim, i), chunks)
-            weights = {n: w[i] for n, w in sampled.items()}
-            outs.append(functional_call(self.module, {**others, **weights}, tuple(a), kw))
-        if isinstance(outs[0], torch.Tensor):
-            return torch.cat(outs, dim=self.output_batch_dim)
-        return _map_structure_zip(lambda *ts: torch.cat(ts, dim=self.output_batch_dim), outs)
+        with masked_call(self._fused):
+            for i in range(self.mask_samples):
+                a, kw = _map_structure(lambda t: t.select(self.batch_dim, i), chunks)
+                weights = {n: w[i] for n, w in sampled.items()}
+                outs.append(functional_call(self.module, {**others, **weights}, tuple(a), kw))
+                if i == 0:
+                    _check_buffers_unchanged(buffers, versions, self.mask_samples)
+        return _concat_outputs(outs, self.output_batch_dim)
+
+    def _fall_back(self, error: Exception, sampled, others, split_args):
+        """The vectorised pass failed: run the same samples as K passes. If that works, vmap could not
+        run the module: warn once and use K passes from now on; if not, the error is the module's."""
+        out = self._per_sample(sampled, others, split_args)
+        self._fallback = describe_vmap_failure(error, self.module)
+        warnings.warn(
+            f"MaskedModel: torch.func.vmap cannot run {self._fallback}; running the {self.mask_samples} mask "
+            f"samples as {self.mask_samples} separate passes instead (exact, slower). This warning is shown "
+            f"once per MaskedModel.", PerSampleFallbackWarning, stacklevel=3)
+        return out
 
     def forward_with(self, mask: BinaryMask | None, *args, **kwargs):
         """Ordinary pass with a deterministic mask (or none): what evaluation uses."""
@@ -189,15 +254,42 @@ def _in_dims(value, dim):
     return None
 
 
-def _map_structure_zip(fn, values):
-    first = values[0]
-    if isinstance(first, torch.Tensor):
-        return fn(*values)
-    if isinstance(first, (tuple, list)):
-        return type(first)(_map_structure_zip(fn, [v[i] for v in values]) for i in range(len(first)))
-    if isinstance(first, dict):
-        return {k: _map_structure_zip(fn, [v[k] for v in values]) for k in first}
-    return first
+def _tree_map_tensors(fn, value):
+    """``fn`` on every tensor of a (pytree) structure; registered containers such as Hugging Face's
+    ``ModelOutput`` keep their type."""
+    return pytree.tree_map(lambda v: fn(v) if isinstance(v, torch.Tensor) else v, value)
+
+
+def _concat_outputs(outs: list, dim: int):
+    """The K per-sample outputs as one: tensors concatenated along ``dim``; anything else must agree."""
+    if isinstance(outs[0], torch.Tensor):
+        return torch.cat(outs, dim=dim)
+    leaves, specs = zip(*(pytree.tree_flatten(o) for o in outs))
+    if any(spec != specs[0] for spec in specs[1:]):
+        raise ValueError("MaskedModel: the mask samples' passes returned differently structured outputs")
+    merged = []
+    for column in zip(*leaves):
+        first = column[0]
+        if isinstance(first, torch.Tensor):
+            merged.append(torch.cat(column, dim=dim))
+        elif all(v is first for v in column) or (
+                isinstance(first, (int, float, str, bool, type(None))) and all(v == first for v in column)):
+            merged.append(first)
+        else:
+            raise TypeError(
+                f"MaskedModel: an output of type {type(first).__name__} is not a tensor and differs between "
+                f"the mask samples' passes, so it cannot be merged (for a Hugging Face model, pass "
+                f"use_cache=False)")
+    return pytree.tree_unflatten(merged, specs[0])
+
+
+def _check_buffers_unchanged(buffers: dict[str, torch.Tensor], versions: dict[str, int], k: int) -> None:
+    changed = [n for n, b in buffers.items() if b._version != versions[n]]
+    if changed:
+        raise TrainModeError(
+            f"MaskedModel: the pass of mask sample 0 changed the buffer(s) {changed} in place; the {k} "
+            f"mask samples' passes would change them {k} times. Put the modules that own them in eval "
+            f"mode (model.eval()) before running masks.")
 
 
 def run_with_mask(module: nn.Module, mask: BinaryMask | None, *args, **kwargs):
