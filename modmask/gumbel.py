@@ -83,6 +83,22 @@ def _index(like: torch.Tensor) -> torch.Tensor:
     return torch.arange(like.numel(), device=like.device, dtype=torch.int32).view(like.shape)
 
 
+_TRANSPOSED_INDEX: dict[tuple, torch.Tensor] = {}
+
+
+def _transposed_index(shape, device) -> torch.Tensor:
+    """Contiguous ``(cols, rows)`` tensor of the element indices of a ``(rows, cols)`` tensor's transpose.
+
+    Stored, not computed in the kernel: a transposed index expression compiles to a loop that does not
+    vectorise (3x slower than reading this tensor).
+    """
+    key = (tuple(shape), str(device))
+    if key not in _TRANSPOSED_INDEX:
+        index = torch.arange(shape[0] * shape[1], device=device, dtype=torch.int32).view(shape)
+        _TRANSPOSED_INDEX[key] = index.t().contiguous()
+    return _TRANSPOSED_INDEX[key]
+
+
 def counter_uniform(keys: torch.Tensor, shape, dtype=torch.float32) -> torch.Tensor:
     """The uniform noise ``(K, *shape)`` that the counter keys ``keys`` ``(K, 2)`` stand for."""
     keys = _check_keys(keys)
@@ -134,10 +150,11 @@ def _forward_kernel(weight, logits, noise):
                         for k in range(noise.shape[0])])
 
 
-def _logit_grad_kernel_t1(grad, weight, logits, noise):
+def _logit_grad_kernel_t1(grad, weight, logits, noise, index=None):
     p = torch.sigmoid(logits)
     q = torch.sigmoid(-logits)
-    index = _index(weight) if noise.dtype == torch.int32 else None
+    if index is None and noise.dtype == torch.int32:
+        index = _index(weight)
     total = None
     for k in range(grad.shape[0]):  # unrolled: one pointwise loop, no strided reduction
         u = _uniform(noise, k, index, logits.dtype)
@@ -147,8 +164,9 @@ def _logit_grad_kernel_t1(grad, weight, logits, noise):
     return total * (weight * p * q)
 
 
-def _logit_grad_kernel(grad, weight, logits, noise, inv_temperature: float):
-    index = _index(weight) if noise.dtype == torch.int32 else None
+def _logit_grad_kernel(grad, weight, logits, noise, inv_temperature: float, index=None):
+    if index is None and noise.dtype == torch.int32:
+        index = _index(weight)
     total = None
     for k in range(grad.shape[0]):
         u = _uniform(noise, k, index, logits.dtype)
@@ -158,14 +176,33 @@ def _logit_grad_kernel(grad, weight, logits, noise, inv_temperature: float):
     return total * weight * inv_temperature
 
 
-def _weight_grad_kernel(grad, logits, noise):
+def _weight_grad_kernel(grad, logits, noise, index=None):
     threshold = torch.sigmoid(-logits)
-    index = _index(logits) if noise.dtype == torch.int32 else None
+    if index is None and noise.dtype == torch.int32:
+        index = _index(logits)
     total = None
     for k in range(grad.shape[0]):
         term = grad[k] * (_uniform(noise, k, index, logits.dtype) > threshold).to(grad.dtype)
         total = term if total is None else total + term
     return total
+
+
+def _joint_grad_kernel_t1(grad, weight, logits, noise, index=None):
+    # both gradients of a jointly trained weight in one pass over ``grad`` (read once, not twice)
+    p = torch.sigmoid(logits)
+    q = torch.sigmoid(-logits)
+    if index is None and noise.dtype == torch.int32:
+        index = _index(weight)
+    total_logit = total_weight = None
+    for k in range(grad.shape[0]):
+        u = _uniform(noise, k, index, logits.dtype)
+        d = q + (p - q) * u
+        g = grad[k]
+        term_logit = g * (u * (1.0 - u) / (d * d))
+        term_weight = g * (u > q).to(grad.dtype)
+        total_logit = term_logit if total_logit is None else total_logit + term_logit
+        total_weight = term_weight if total_weight is None else total_weight + term_weight
+    return total_logit * (weight * p * q), total_weight
 
 
 class _Kernels:
@@ -177,7 +214,8 @@ class _Kernels:
         self.compile_failed = False
 
     def get(self, use_compiled: bool):
-        eager = (_forward_kernel, _logit_grad_kernel_t1, _logit_grad_kernel, _weight_grad_kernel)
+        eager = (_forward_kernel, _logit_grad_kernel_t1, _logit_grad_kernel, _weight_grad_kernel,
+                 _joint_grad_kernel_t1)
         if not use_compiled or self.compile_failed:
             return eager
         with self._lock:
@@ -219,15 +257,37 @@ class StraightThroughMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weight, logits, noise = ctx.saved_tensors
+        run, compiled = KERNELS.run, ctx.use_compiled
+        # The gradient of a linear layer's K weight copies arrives transposed (strides (N, 1, out)),
+        # and a kernel reading K such copies across memory is 3x slower than one reading them in
+        # order. So the kernels run on the transposed problem: the gradient's transposed view,
+        # transposed copies of weight and logits (one copy, not K), and for counter noise the
+        # indices of the untransposed weight, so the noise is the same.
+        transposed = grad.dim() == 3 and not grad.is_contiguous() and grad.transpose(1, 2).is_contiguous()
+        index = None
+        if transposed:
+            if noise.dtype == torch.int32:
+                index = _transposed_index(weight.shape, weight.device)
+            else:
+                noise = noise.transpose(1, 2)
+            grad, weight, logits = grad.transpose(1, 2), weight.t().contiguous(), logits.t().contiguous()
+
+        def back(value):
+            return value.t() if transposed and value is not None else value
+
         grad_weight = grad_logits = None
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and ctx.temperature == 1.0:
+            # weights and mask trained together: both gradients in one pass over ``grad``
+            grad_logits, grad_weight = run(compiled, 4, grad, weight, logits, noise, index)
+            return back(grad_weight), back(grad_logits), None, None, None
         if ctx.needs_input_grad[1]:
             if ctx.temperature == 1.0:
-                grad_logits = KERNELS.run(ctx.use_compiled, 1, grad, weight, logits, noise)
+                grad_logits = run(compiled, 1, grad, weight, logits, noise, index)
             else:
-                grad_logits = KERNELS.run(ctx.use_compiled, 2, grad, weight, logits, noise, 1.0 / ctx.temperature)
+                grad_logits = run(compiled, 2, grad, weight, logits, noise, 1.0 / ctx.temperature, index)
         if ctx.needs_input_grad[0]:
-            grad_weight = KERNELS.run(ctx.use_compiled, 3, grad, logits, noise)
-        return grad_weight, grad_logits, None, None, None
+            grad_weight = run(compiled, 3, grad, logits, noise, index)
+        return back(grad_weight), back(grad_logits), None, None, None
 
 
 def sample_masked_weights(weight, logits, noise, temperature: float = 1.0, use_compiled: bool = False):

@@ -69,6 +69,40 @@ def test_straight_through_forward_and_gradients_match_reference(compiled, kind, 
     assert not (compiled and KERNELS.compile_failed), "torch.compile of the kernels failed"
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("kind", ["torch", "counter"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+@pytest.mark.parametrize("train_weight", [True, False], ids=["joint", "mask-only"])
+def test_gradient_in_a_linear_layers_transposed_layout_gives_the_same_gradients(compiled, kind, temperature,
+                                                                                 train_weight):
+    # A linear layer hands back the K weight gradients with strides (N, 1, out); the backward then
+    # runs on the transposed problem. The gradients must be those of the same values laid out plainly.
+    from modmask import gumbel
+    torch.manual_seed(3)
+    shape, k = (5, 9), 4
+    weight = torch.randn(shape, requires_grad=train_weight)
+    logits = (torch.randn(shape) * 2).requires_grad_()
+    noise = _noise(kind, k, shape, seed=4)
+    upstream_t = torch.randn(k, shape[1], shape[0]).transpose(1, 2)
+    assert not upstream_t.is_contiguous()
+    inputs = (weight, logits) if train_weight else (logits,)
+    gumbel._TRANSPOSED_INDEX.clear()
+    out = sample_masked_weights(weight, logits, noise, temperature, use_compiled=compiled)
+    strided = torch.autograd.grad(out, inputs, grad_outputs=upstream_t)
+    assert (tuple(shape), "cpu") in gumbel._TRANSPOSED_INDEX or kind == "torch"
+    out = sample_masked_weights(weight, logits, noise, temperature, use_compiled=compiled)
+    plain = torch.autograd.grad(out, inputs, grad_outputs=upstream_t.contiguous())
+    for a, b in zip(strided, plain):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    dense = noise if kind == "torch" else counter_uniform(noise, shape)
+    reference = torch.autograd.grad(_reference(weight, logits, dense, temperature), inputs,
+                                    grad_outputs=upstream_t.contiguous())
+    torch.testing.assert_close(strided[-1], reference[-1], rtol=1e-4, atol=1e-6)
+    if train_weight:
+        torch.testing.assert_close(strided[0], reference[0], rtol=1e-5, atol=1e-6)
+
+
 def test_frozen_weight_gets_no_gradient_and_logit_gradient_still_matches():
     torch.manual_seed(1)
     weight = torch.randn(4, 5)
