@@ -22,18 +22,34 @@ With ``tau == 1`` the derivative needs no transcendental function:
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import tempfile
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+try:  # POSIX only; elsewhere concurrent jobs simply compile side by side
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+_log = logging.getLogger("modmask.gumbel")
 
 # Keep uniform noise strictly inside (0, 1) so logit(u) is finite; drawing in [eps, 1 - eps) costs
 # nothing extra, unlike a clamp pass. (Counter noise lies in [2^-24, 1 - 2^-24].)
 NOISE_EPS = 1e-6
 # Below this many noise elements per step the compiled kernels are not worth their compile time.
 COMPILE_MIN_ELEMENTS = 1 << 18
+# 1-D parameters (biases) with fewer mask elements (K x size) than this use the eager kernels even
+# when the model's are compiled: they cost little either way, and would otherwise compile a 1-D
+# variant of each kernel (about 45 s, cold). Small matrices share the compiled 2-D kernels.
+COMPILE_MIN_PARAMETER_ELEMENTS = 1 << 15
 
 
 def soft_sample(logits: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -103,7 +119,15 @@ def counter_uniform(keys: torch.Tensor, shape, dtype=torch.float32) -> torch.Ten
     """The uniform noise ``(K, *shape)`` that the counter keys ``keys`` ``(K, 2)`` stand for."""
     keys = _check_keys(keys)
     index = torch.arange(math.prod(shape), device=keys.device, dtype=torch.int32).view(*shape)
-    return torch.stack([_counter_uniform(index, keys[k, 0], keys[k, 1], dtype) for k in range(keys.shape[0])])
+    return _all_uniform(keys, index, dtype)
+
+
+def _all_uniform(noise, index, dtype):
+    """Noise of all K samples at once, ``(K, *S)``: float noise as it is, counter keys hashed."""
+    if noise.dtype != torch.int32:
+        return noise
+    key_shape = (noise.shape[0],) + (1,) * index.dim()
+    return _counter_uniform(index.unsqueeze(0), noise[:, 0].view(key_shape), noise[:, 1].view(key_shape), dtype)
 
 
 def _check_keys(keys: torch.Tensor) -> torch.Tensor:
@@ -205,27 +229,133 @@ def _joint_grad_kernel_t1(grad, weight, logits, noise, index=None):
     return total_logit * (weight * p * q), total_weight
 
 
+# ---- the same kernels vectorised over K, for eager execution ----------------------------------
+# Unrolled loops over K suit the compiler (one fused pass), but run eagerly they issue a dozen small
+# ops per sample; for the small tensors that stay eager (biases) a few ops over (K, *S) are faster.
+
+def _eager_forward(weight, logits, noise):
+    index = _index(weight) if noise.dtype == torch.int32 else None
+    u = _all_uniform(noise, index, logits.dtype)
+    return torch.where(u > torch.sigmoid(-logits), weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
+
+
+def _eager_logit_grad_t1(grad, weight, logits, noise, index=None):
+    p, q = torch.sigmoid(logits), torch.sigmoid(-logits)
+    u = _all_uniform(noise, _index(weight) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    d = q + (p - q) * u
+    return (grad * (u * (1.0 - u) / (d * d))).sum(0) * (weight * p * q)
+
+
+def _eager_logit_grad(grad, weight, logits, noise, inv_temperature: float, index=None):
+    u = _all_uniform(noise, _index(weight) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    s = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) * inv_temperature)
+    return (grad * (s * (1.0 - s))).sum(0) * weight * inv_temperature
+
+
+def _eager_weight_grad(grad, logits, noise, index=None):
+    u = _all_uniform(noise, _index(logits) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    return (grad * (u > torch.sigmoid(-logits)).to(grad.dtype)).sum(0)
+
+
+def _eager_joint_grad_t1(grad, weight, logits, noise, index=None):
+    p, q = torch.sigmoid(logits), torch.sigmoid(-logits)
+    u = _all_uniform(noise, _index(weight) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    d = q + (p - q) * u
+    total_logit = (grad * (u * (1.0 - u) / (d * d))).sum(0)
+    total_weight = (grad * (u > q).to(grad.dtype)).sum(0)
+    return total_logit * (weight * p * q), total_weight
+
+
+def compile_lock_path() -> str:
+    """The file that serialises kernel compilation on this machine (beside the inductor cache it guards)."""
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or tempfile.gettempdir()
+    return os.path.join(folder, f"modmask-kernel-compile-{os.getuid() if hasattr(os, 'getuid') else 0}.lock")
+
+
+@contextlib.contextmanager
+def machine_compile_lock():
+    """Hold the machine's compile lock: jobs that start together compile the kernels once, cold, and
+    the others wait and then load them from torch's compile cache (seconds instead of a minute each)."""
+    if fcntl is None:
+        yield
+        return
+    path = compile_lock_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log.info("waiting for another job on this machine to finish compiling the mask kernels (%s)", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _signature(args) -> tuple:
+    """What makes ``torch.compile`` trace a kernel anew: which arguments are tensors, their dtype, rank and
+    device, and the exact shape of an ``nn.Parameter`` (specialised: each layer compiles its own kernel,
+    which runs about 20% faster than a dynamic-shape one)."""
+    return tuple((a.dtype, tuple(a.shape) if isinstance(a, torch.nn.Parameter) else a.dim(), a.device.type)
+                 if isinstance(a, torch.Tensor) else type(a) for a in args)
+
+
+# index i: forward, logit grad (T = 1), logit grad (any T), weight grad, joint grad (T = 1)
+COMPILED_KERNELS = (_forward_kernel, _logit_grad_kernel_t1, _logit_grad_kernel, _weight_grad_kernel,
+                    _joint_grad_kernel_t1)
+KERNEL_NAMES = ("mask sampling", "logit gradient", "logit gradient (any temperature)", "weight gradient",
+                "joint weight and logit gradient")
+EAGER_KERNELS = (_eager_forward, _eager_logit_grad_t1, _eager_logit_grad, _eager_weight_grad,
+                 _eager_joint_grad_t1)
+
+
 class _Kernels:
-    """Eager or ``torch.compile``d versions of the three kernels; falls back to eager on failure."""
+    """Eager or ``torch.compile``d versions of the kernels; falls back to eager on failure.
+
+    The first call of a compiled kernel with a new argument signature compiles it. That call runs
+    under :func:`machine_compile_lock` and is announced in the log, because a cold compile takes
+    about a minute during which a job would otherwise print nothing.
+    """
 
     def __init__(self):
         self._compiled = None
         self._lock = threading.Lock()
+        self._seen: set[tuple] = set()
+        self._announced = False
         self.compile_failed = False
 
     def get(self, use_compiled: bool):
-        eager = (_forward_kernel, _logit_grad_kernel_t1, _logit_grad_kernel, _weight_grad_kernel,
-                 _joint_grad_kernel_t1)
         if not use_compiled or self.compile_failed:
-            return eager
+            return EAGER_KERNELS
         with self._lock:
             if self._compiled is None:
-                self._compiled = tuple(torch.compile(k, dynamic=True) for k in eager)
+                self._compiled = tuple(torch.compile(k, dynamic=True) for k in COMPILED_KERNELS)
         return self._compiled
+
+    def _first_call(self, kernel, index: int, args):
+        if not self._announced:
+            self._announced = True
+            _log.info("compiling the mask sampling kernels: about a minute the first time on a machine, "
+                      "a few seconds once torch's compile cache holds them")
+        started = time.monotonic()
+        with machine_compile_lock():
+            result = kernel(*args)
+        shapes = "x".join(str(n) for n in args[1].shape) if isinstance(args[1], torch.Tensor) else "?"
+        _log.info("%s kernel for a %s parameter ready in %.1f s", KERNEL_NAMES[index], shapes,
+                  time.monotonic() - started)
+        return result
 
     def run(self, use_compiled: bool, index: int, *args):
         try:
-            return self.get(use_compiled)[index](*args)
+            kernel = self.get(use_compiled)[index]
+            if use_compiled and not self.compile_failed:
+                key = (index, _signature(args))
+                if key not in self._seen:
+                    result = self._first_call(kernel, index, args)
+                    self._seen.add(key)
+                    return result
+            return kernel(*args)
         except Exception as error:  # a missing compiler or backend must not stop training
             if not use_compiled or self.compile_failed:
                 raise
@@ -304,6 +434,7 @@ def sample_masked_weights(weight, logits, noise, temperature: float = 1.0, use_c
             raise ValueError("counter noise indexes elements with int32; parameter too large")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    use_compiled = use_compiled and (weight.dim() >= 2 or weight.numel() * noise.shape[0] >= COMPILE_MIN_PARAMETER_ELEMENTS)
     return StraightThroughMask.apply(weight, logits, noise, float(temperature), use_compiled)
 
 

@@ -40,7 +40,10 @@ def load_mnist(data_block: dict, seed: int = 0):
 def permuted_mnist_run(block: dict, variant: str, seed: int, device, out_path, log: logging.Logger,
                        provenance: dict, checkpoint_every: int = 0) -> None:
     """One (variant, seed) of permuted MNIST: all tasks in order, resumable after each task and within one."""
-    identity = str(provenance)
+    # A paper-length run spans sessions, and the code may change between them (a refactor, a fix):
+    # its progress belongs to the settings, seed and variant, and each task records the code version
+    # that trained it, so the tables say which code produced each row.
+    identity = str({key: value for key, value in provenance.items() if key != "code_version"})
     progress_path = Path(f"{out_path}.ckpt")
     task_checkpoint = Path(f"{out_path}.task.ckpt") if checkpoint_every else None
 
@@ -61,7 +64,8 @@ def permuted_mnist_run(block: dict, variant: str, seed: int, device, out_path, l
              len(data["test"][1]))
     run = permuted_mnist.run(block, variant, data, seed, device, log, identity=identity,
                              task_checkpoint_path=task_checkpoint, save_progress=save_progress,
-                             load_progress=load_progress, checkpoint_every=checkpoint_every)
+                             load_progress=load_progress, checkpoint_every=checkpoint_every,
+                             code_version=provenance.get("code_version", ""))
     save_torch({**run, "provenance": provenance}, out_path)
     if progress_path.exists():
         progress_path.unlink()

@@ -48,7 +48,7 @@ def _reference(weight, logits, noise, temperature):
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_straight_through_forward_and_gradients_match_reference(compiled, kind, temperature):
     torch.manual_seed(0)
-    shape, k = (6, 7), 3
+    shape, k = (96, 130), 3  # large enough for the compiled kernels (COMPILE_MIN_PARAMETER_ELEMENTS)
     weight = torch.randn(shape, requires_grad=True)
     logits = (torch.randn(shape) * 2).requires_grad_()
     noise = _noise(kind, k, shape, seed=2)
@@ -67,6 +67,7 @@ def test_straight_through_forward_and_gradients_match_reference(compiled, kind, 
     torch.testing.assert_close(gw, rw, rtol=1e-5, atol=1e-6)
     assert gl.abs().sum() > 0 and gw.abs().sum() > 0
     assert not (compiled and KERNELS.compile_failed), "torch.compile of the kernels failed"
+    assert not compiled or any(index == 0 for index, _ in KERNELS._seen), "the compiled kernels never ran"
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
@@ -79,7 +80,7 @@ def test_gradient_in_a_linear_layers_transposed_layout_gives_the_same_gradients(
     # runs on the transposed problem. The gradients must be those of the same values laid out plainly.
     from modmask import gumbel
     torch.manual_seed(3)
-    shape, k = (5, 9), 4
+    shape, k = (70, 120), 4  # large enough for the compiled kernels
     weight = torch.randn(shape, requires_grad=train_weight)
     logits = (torch.randn(shape) * 2).requires_grad_()
     noise = _noise(kind, k, shape, seed=4)
@@ -202,3 +203,63 @@ def test_counter_keys_advance_per_step_and_reload():
     assert all(torch.equal(a, b) for a, b in zip(second, source.keys(3, 4)))
     with pytest.raises(ValueError, match="kind"):
         NoiseSource(0, kind="torch").load_state_dict(state)
+
+
+# ---- compiling the kernels: announced, and once per machine -----------------------------------
+
+def _counting_kernels(monkeypatch, calls):
+    """A fresh kernel set whose "compiled" kernels are the eager ones, counted (no real compile)."""
+    from modmask import gumbel
+
+    kernels = gumbel._Kernels()
+    eager = kernels.get(False)
+
+    def counted(i):
+        def kernel(*args):
+            calls.append(i)
+            return eager[i](*args)
+        return kernel
+
+    monkeypatch.setattr(kernels, "get", lambda use_compiled: tuple(counted(i) for i in range(len(eager))))
+    return kernels
+
+
+def test_first_compiled_call_is_announced_once_and_waits_for_a_job_compiling_on_the_same_machine(
+        monkeypatch, caplog):
+    import threading
+    import time
+
+    from modmask.gumbel import machine_compile_lock
+
+    calls = []
+    kernels = _counting_kernels(monkeypatch, calls)
+    weight, logits = torch.randn(6, 5), torch.randn(6, 5)
+    keys = counter_keys(0, 0, 0, 3)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_job():
+        with machine_compile_lock():
+            holding.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=other_job)
+    thread.start()
+    holding.wait(5)
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    with caplog.at_level("INFO", logger="modmask.gumbel"):
+        out = kernels.run(True, 0, weight, logits, keys)
+        waited = time.monotonic() - started
+        kernels.run(True, 0, weight, logits, keys)               # same signature: no new compile
+        kernels.run(True, 0, weight, logits, torch.rand(3, 6, 5))  # float noise: a new signature
+        for rows in (4, 4, 7):  # parameters compile per shape (torch.compile specialises on them)
+            kernels.run(True, 0, torch.nn.Parameter(torch.randn(rows, 5)), torch.randn(rows, 5), keys)
+    thread.join()
+    assert waited >= 0.45, "the first compiled call must wait for the machine's compile lock"
+    assert torch.equal(out, sample_masked_weights(weight, logits, keys).detach())
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("compiling the mask sampling kernels" in m for m in messages) == 1
+    assert sum("waiting for another job" in m for m in messages) == 1
+    ready = [m for m in messages if m.startswith("mask sampling kernel for a ")]
+    assert [m.split(" parameter")[0][-3:] for m in ready] == ["6x5", "6x5", "4x5", "7x5"]
+    assert calls == [0] * 6

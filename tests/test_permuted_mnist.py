@@ -297,11 +297,38 @@ def test_killed_run_resumes_after_the_last_finished_task():
             raise Killed
 
     with pytest.raises(Killed):
-        pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG, save_progress=save_and_die)
-    resumed = pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG, load_progress=lambda: saved["state"])
+        pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG, save_progress=save_and_die,
+               code_version="old")
+    # resumed in a later session under changed code: finished tasks keep the version that trained them
+    resumed = pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG, load_progress=lambda: saved["state"],
+                     code_version="new")
     for a, b in zip(reference["tasks"], resumed["tasks"]):
         assert a["accuracy"] == b["accuracy"] and repr(a["sharing"]) == repr(b["sharing"])  # nan-safe
         assert all(torch.equal(a["mask"]["bits"][n], b["mask"]["bits"][n]) for n in a["mask"]["bits"])
+    tables = pm.tables(resumed, {"experiment": "permuted_mnist", "seed": 1, "code_version": "new"})
+    for df in tables.values():
+        assert list(df.columns[:3]) == ["experiment", "seed", "code_version"]
+        assert df.groupby("task")["code_version"].agg(set).to_dict() == {0: {"old"}, 1: {"old"}, 2: {"new"}}
+
+
+def test_run_progress_belongs_to_settings_not_to_the_code_version(tmp_path, monkeypatch):
+    from modmask import transfer
+
+    seen = {}
+
+    def fake_run(block, variant, data, seed, device, log, identity, code_version, **kwargs):
+        seen.setdefault("identity", []).append(identity)
+        seen.setdefault("code", []).append(code_version)
+        return {"tasks": []}
+
+    monkeypatch.setattr(pm, "run", fake_run)
+    monkeypatch.setattr(transfer, "load_mnist", lambda block: {"train": ([], []), "test": ([], [])})
+    prov = {"experiment": "permuted_mnist", "scale": "long", "variant": "normal", "seed": 0, "config_hash": "abc"}
+    for code in ("v1", "v2"):
+        transfer.permuted_mnist_run({"data": {"mnist_dir": "x"}}, "normal", 0, "cpu", tmp_path / f"{code}.pt", LOG,
+                                    {**prov, "code_version": code})
+    assert seen["identity"][0] == seen["identity"][1] and "v1" not in seen["identity"][0]
+    assert seen["code"] == ["v1", "v2"]
 
 
 def test_config_block_is_validated():

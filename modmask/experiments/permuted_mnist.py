@@ -155,7 +155,7 @@ def settings_for(block: dict) -> TrainSettings:
 
 def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.Logger,
         task_checkpoint_path=None, identity: str = "", save_progress=None,
-        load_progress=None, checkpoint_every: int = 0) -> dict:
+        load_progress=None, checkpoint_every: int = 0, code_version: str = "") -> dict:
     """All tasks of one (variant, seed) in order; returns the run's per-task results.
 
     ``block``: the run's settings (``tasks``, ``architecture``, ``train``, ``mask_init``: the variant's
@@ -163,6 +163,7 @@ def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.L
     ``data``: ``{"train": (images, labels), "test": (...)}`` as :func:`mnist.load` gives.
     ``save_progress(state)`` / ``load_progress()`` persist the state after each finished task, so
     a restarted job continues with the next task (and inside a task from its last checkpoint).
+    ``code_version`` is recorded with each task it trains (a resumed run may span code versions).
     """
     settings = TrainSettings.from_config(block["train"], checkpoint_every=checkpoint_every)
     init = block.get("mask_init") or {}
@@ -181,6 +182,10 @@ def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.L
         tasks = state["tasks"]
         used = BinaryMask.from_file_dict(state["used"]) if state["used"] is not None else None
         log.info("resuming after task %d of %d", len(tasks) - 1, n_tasks)
+        earlier = sorted({t.get("code_version", "") for t in tasks} - {code_version})
+        if earlier:
+            log.warning("finished tasks were trained by code version(s) %s, the rest runs under %s; "
+                        "each task's rows carry the version that trained it", ", ".join(earlier), code_version)
     for task in range(len(tasks), n_tasks):
         frozen = frozen_entries(used, model)
         reinitialise(model, frozen, task_seed(seed, task))
@@ -197,6 +202,7 @@ def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.L
         x_task = mnist.permute(x_test, perms[task])
         result = {
             "task": task,
+            "code_version": code_version,
             "mask": final.to_file_dict(),
             "sharing": sharing_rows(final, used, labels, reinit_names),
             "accuracy": {"own_mask": accuracy(model, final, x_task, y_test, device),
@@ -221,12 +227,19 @@ def tables(run: dict, provenance: dict) -> dict[str, pd.DataFrame]:
     """Tidy tables of one run: ``sharing`` and ``layers`` (a row per task and layer), ``accuracy`` (per task)."""
     sharing, layers, acc = [], [], []
     for result in run["tasks"]:
-        sharing += [{"task": result["task"], **row} for row in result["sharing"]]
-        layers += [{"task": result["task"], **row} for row in result["capacity"]]
-        acc += [{"task": result["task"], "mask": name, "accuracy": value}
-                for name, value in result["accuracy"].items()]
+        # the code version that trained this task (runs resumed across versions), else the run's
+        task = {"task": result["task"]}
+        version = result.get("code_version") or provenance.get("code_version")
+        if version is not None:
+            task["code_version"] = version
+        sharing += [{**task, **row} for row in result["sharing"]]
+        layers += [{**task, **row} for row in result["capacity"]]
+        acc += [{**task, "mask": name, "accuracy": value} for name, value in result["accuracy"].items()]
     out = {"sharing": pd.DataFrame(sharing), "layers": pd.DataFrame(layers), "accuracy": pd.DataFrame(acc)}
+    columns = list(provenance)
     for name, df in out.items():
-        for key, value in reversed(list(provenance.items())):
-            df.insert(0, key, value)
+        for key in columns:
+            if key not in df.columns:
+                df[key] = provenance[key]
+        out[name] = df[columns + [c for c in df.columns if c not in columns]]
     return out
