@@ -4,7 +4,8 @@ Network: FNN 784-800-800-64-10 (the paper's permuted-MNIST network), batch 128, 
 CPU. The joint step is :func:`modmask.training.train_jointly` exactly as the workflow runs it (Adam on
 weights and logits, the mask regulariser, gradient clipping, half of layers 2-4 frozen as in a later
 task). The reference is a plain-PyTorch step of the same network and batch: forward, cross-entropy,
-backward, clipping, Adam. Both are timed over whole loops; the joint time is
+backward, clipping, Adam. Both run with the workflow's allocator setting (``tune_cpu_allocator``), as
+every workflow job does. Both are timed over whole loops; the joint time is
 ``(time of warmup + reps steps - time of warmup steps) / reps``, so compilation is excluded.
 
     python benchmarks/bench_joint_step.py --threads 1 --out benchmarks/results/joint_step.json
@@ -29,6 +30,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modmask.experiments.permuted_mnist import SELECTION, build_network  # noqa: E402
+from modmask import runtime  # noqa: E402
 from modmask.masks import WeightMask  # noqa: E402
 from modmask.training import BatchSampler, TrainSettings, train_jointly  # noqa: E402
 
@@ -97,6 +99,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--kernels", choices=("auto", "compiled", "eager"), default="auto")
     args = parser.parse_args(argv)
+    runtime.tune_cpu_allocator()  # as every workflow job does (pipeline.start_job)
     if args.threads:
         torch.set_num_threads(args.threads)
     x, y = torch.rand(4096, 784), torch.randint(0, 10, (4096,))

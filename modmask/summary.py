@@ -156,10 +156,15 @@ def permuted_mnist_rows(results: Path) -> list[tuple[str, str, str]]:
                      f"after task {', '.join(map(str, tasks))}",
                      "low while free capacity remains, rising as a layer fills up (output layer first)",
                      "; ".join(parts)))
+        first = s[(s["layer"] == "layers.1.weight") & (s["task"] == 1)].set_index("seed")["shared_fraction"]
+        if len(first):
+            rows.append((f"permuted MNIST ({variant} init): % of task 1's layer-2 weights that task 0 used",
+                         "low (Fig. 3)" if variant == "normal" else "—", _ms(first, True)))
         a = accuracy[(accuracy["variant"] == variant) & (accuracy["mask"] == "own_mask")]
         per_seed = a.groupby("seed")["accuracy"].mean()
         rows.append((f"permuted MNIST ({variant} init): test accuracy with its mask, mean over tasks",
                      "high", _ms(per_seed, True)))
+    rows += _permuted_mnist_capacity_rows(results)
     total = sharing[(sharing["layer"] == TOTAL) & (sharing["task"] > 0)]
     if {"normal", "used2_new-1"} <= set(total["variant"]):
         per = total.groupby(["variant", "seed"])["shared_fraction"].mean()
@@ -168,6 +173,24 @@ def permuted_mnist_rows(results: Path) -> list[tuple[str, str, str]]:
                      "more sharing with used 2 / new -1 (Fig. 15b)",
                      f"{_ms(per['normal'], True, 0)} vs {_ms(per['used2_new-1'], True, 0)}"))
     return rows
+
+
+def _permuted_mnist_capacity_rows(results: Path) -> list[tuple[str, str, str]]:
+    """Which layer fills first: the share of each layer frozen after the first and after the last task."""
+    try:
+        layers = _table(results, "permuted_mnist/layers", ("variant", "seed", "task", "layer", "frozen_fraction"))
+    except FileNotFoundError:
+        return []
+    normal = layers[layers["variant"] == "normal"]
+    if normal.empty:
+        return []
+    first, last = int(normal["task"].min()), int(normal["task"].max())
+    parts = []
+    for layer, label in PM_LAYERS.items():
+        per = normal[normal["layer"] == layer].pivot_table(index="seed", columns="task", values="frozen_fraction")
+        parts.append(f"{label}: {_ms(per[first], True)} → {_ms(per[last], True)}")
+    return [(f"permuted MNIST (normal init): % of each layer frozen after task {first} → after task {last}",
+             "the output layer fills first, then the last hidden layer (Fig. 3)", "; ".join(parts))]
 
 
 SCAN_SPLITS = {"length": "length", "addprim_jump": "add jump", "addprim_turn_left": "add turn left"}

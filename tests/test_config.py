@@ -135,12 +135,25 @@ def test_every_block_holding_a_batch_size_is_checked():
     so a block added later cannot slip past them."""
     from modmask.config import _leaves, training_blocks
 
-    for scale in (["config.yaml"], ["config.yaml", "quick.yaml"], ["config.yaml", "smoke.yaml"]):
+    for scale in (["config.yaml"], ["config.yaml", "quick.yaml"], ["config.yaml", "smoke.yaml"],
+                  ["config.yaml", "long.yaml"]):
         config = load_config(*[CONFIG / name for name in scale])
         checked = {where for _, sources in training_blocks(config) for where, _ in sources}
         holding = {".".join(map(str, path[:-1])) for path, _ in _leaves(config)
                    if path[-1] in ("batch_size", "mask_samples")}
         assert holding and holding <= checked, (scale, holding - checked)
+
+
+def test_long_scale_is_permuted_mnist_at_paper_settings_but_10k_steps():
+    """config/long.yaml changes only what the README says: scale, steps, seeds, CPU, checkpoints."""
+    paper, long = load_config(CONFIG / "config.yaml"), load_config(CONFIG / "config.yaml", CONFIG / "long.yaml")
+    assert long["scale"] == "long" and long["results"] == "results/long" and long["device"] == "cpu"
+    assert long["permuted_mnist"]["train"]["steps"] == 10_000 and long["permuted_mnist"]["seeds"] == 2
+    assert long["checkpoint_every"] == 1000
+    for key in ("lr", "beta", "mask_samples", "batch_size", "initial_logit"):
+        assert long["permuted_mnist"]["train"][key] == paper["permuted_mnist"]["train"][key], key
+    assert long["permuted_mnist"]["data"] == paper["permuted_mnist"]["data"]  # all 60,000 / 10,000 images
+    assert long["permuted_mnist"]["variants"] == paper["permuted_mnist"]["variants"]
 
 
 @pytest.mark.parametrize("path, value", [

@@ -1,0 +1,307 @@
+"""Reference results kept in the repository (``reference/``), and the README's findings written from them.
+
+A run's tables outlive the machine only if they are committed. Per experiment, ``reference/<experiment>/``
+holds the run's Parquet tables (each row with its provenance: scale, config hash, code version), its
+figure PNGs under ``figures/``, and ``manifest.json`` (date, machine, wall time, the command). Networks,
+masks and checkpoints stay out.
+
+    python -m modmask.reference export permuted_mnist --results results/long --wall-time "5.1 h" \\
+        --command "snakemake results/long/permuted_mnist/sharing.parquet --cores 2 --configfile config/long.yaml"
+    python -m modmask.reference readme            # rewrite the README's generated blocks
+    python -m modmask.reference readme --check    # exit 1 when README and reference/ disagree
+    python -m modmask.reference compare results/quick   # your run beside the reference
+
+The README's generated blocks sit between ``<!-- reference:<experiment> -->`` and
+``<!-- /reference:<experiment> -->``; what lies between is rewritten, the rest of the README is not.
+The findings are those of :mod:`modmask.summary`, computed from the tables in ``reference/``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import summary
+from .io import atomic_path, read_parquet, write_json
+
+# experiment -> (the summary's findings of it, table folders under results/, figure folders under figures/)
+EXPERIMENTS = {
+    "addmul": ((summary.addmul_rows, summary.sweep_rows), ("addmul", "addmul/sweeps"), ("addmul", "sweeps", "histogram")),
+    "double_add": ((summary.double_add_rows,), ("double_add",), ("double_add",)),
+    "permuted_mnist": ((summary.permuted_mnist_rows,), ("permuted_mnist",), ("permuted_mnist",)),
+    "scan": ((summary.scan_rows,), ("scan",), ("scan",)),
+    "cifar10": ((summary.cifar10_rows,), ("cifar10",), ("cifar10",)),
+    "mathematics": ((summary.mathematics_rows,), ("mathematics",), ("mathematics",)),
+}
+PROVENANCE_COLUMNS = ("scale", "config_hash", "code_version")
+MANIFEST = "manifest.json"
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+class ReferenceError(ValueError):
+    """Bad input to a reference command; the message names the file or argument and what to do."""
+
+
+def _experiment(name: str) -> None:
+    if name not in EXPERIMENTS:
+        raise ReferenceError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+
+
+def machine() -> str:
+    """The machine in words: CPU model, cores, memory; what a timing depends on."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        memory = f", {pages * size / 2 ** 30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    return f"{model}, {os.cpu_count()} cores{memory}"
+
+
+def export(experiment: str, results: str | Path, reference: str | Path, figures: str | Path = "figures",
+           wall_time: str = "", command: str = "", date: str | None = None) -> dict:
+    """Copy one experiment's tables and figure PNGs from a finished run into ``reference/<experiment>/``.
+
+    Every table must carry the provenance columns; the manifest records where and how the run was made.
+    The old reference of the experiment is replaced as a whole, never mixed with the new one.
+    """
+    _experiment(experiment)
+    results, reference = Path(results), Path(reference)
+    _, table_dirs, figure_dirs = EXPERIMENTS[experiment]
+    tables = [path for folder in table_dirs for path in sorted((results / folder).glob("*.parquet"))]
+    if not tables:
+        raise ReferenceError(f"no tables of {experiment} under {results}/{table_dirs[0]}/: run the workflow first "
+                             f"(the experiment's tables are written by its collect rules)")
+    scales, configs, codes, rows = set(), set(), set(), {}
+    for path in tables:
+        df = read_parquet(path)
+        missing = [c for c in PROVENANCE_COLUMNS if c not in df.columns]
+        if missing and len(df):
+            raise ReferenceError(f"table {path} lacks the provenance column(s) {missing}; a reference table must "
+                                 f"say which scale, config and code made each row: rebuild it with this version")
+        if len(df):
+            scales |= set(df["scale"].astype(str))
+            configs |= set(df["config_hash"].astype(str))
+            codes |= set(df["code_version"].astype(str))
+        rows[str(path.relative_to(results))] = len(df)
+    pngs = [path for folder in figure_dirs for path in sorted((Path(figures) / folder).glob("*.png"))]
+    target = reference / experiment
+    staging = reference / f".{experiment}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    for path in tables:
+        # reference/<experiment>/ has the shape of results/<experiment>/, so the summary reads either
+        destination = staging / path.relative_to(results / experiment)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+    for path in pngs:
+        destination = staging / "figures" / path.relative_to(figures)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+    manifest = {
+        "experiment": experiment,
+        "scale": sorted(scales),
+        "config_hash": sorted(configs),
+        "code_version": sorted(codes),
+        "date": date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "wall_time": wall_time,
+        "command": command,
+        "tables": rows,
+        "figures": [str(p.relative_to(figures)) for p in pngs],
+    }
+    write_json(manifest, staging / MANIFEST)
+    # swap in the whole folder at once: a reference is never half old, half new
+    old = reference / f".{experiment}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def findings(experiment: str, results: str | Path) -> list[tuple[str, str, str]]:
+    """The summary's findings of one experiment from a results tree (``results/<scale>`` or ``reference``)."""
+    _experiment(experiment)
+    rows = []
+    for part in EXPERIMENTS[experiment][0]:
+        try:
+            rows += part(Path(results))
+        except FileNotFoundError:
+            continue
+    return rows
+
+
+def load_manifest(reference: str | Path, experiment: str) -> dict | None:
+    path = Path(reference) / experiment / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ReferenceError(f"{path} is not valid JSON ({error}); re-export the experiment") from error
+
+
+def readme_block(experiment: str, reference: str | Path = "reference", link_prefix: str = "reference") -> str:
+    """The generated part of an experiment's README section: where the run comes from, its findings
+    against the paper's, and its figures."""
+    reference = Path(reference)
+    manifest = load_manifest(reference, experiment)
+    if manifest is None:
+        return f"No reference run of this experiment is kept yet (`reference/{experiment}/` is empty).\n"
+    lines = [f"Reference run ({', '.join(manifest['scale'])} scale), {manifest['date']}, {manifest['machine']}"
+             + (f", wall time {manifest['wall_time']}" if manifest.get("wall_time") else "")
+             + f"; code version {', '.join(manifest['code_version'])}."]
+    if manifest.get("command"):
+        lines[0] += f" Made by `{manifest['command']}`."
+    rows = findings(experiment, reference)
+    if rows:
+        lines += ["", "| finding | paper | reference run (mean ± std over seeds) |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    figures = manifest.get("figures", [])
+    if figures:
+        lines.append("")
+        lines += [f"![{Path(f).stem}]({link_prefix}/{experiment}/figures/{f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _block_pattern(experiment: str) -> re.Pattern:
+    return re.compile(rf"(<!-- reference:{re.escape(experiment)} -->\n)(.*?)(<!-- /reference:{re.escape(experiment)} -->)",
+                      re.DOTALL)
+
+
+def render_readme(text: str, reference: str | Path = "reference") -> str:
+    """``text`` with every generated block rewritten from ``reference``."""
+    for experiment in EXPERIMENTS:
+        pattern = _block_pattern(experiment)
+        if pattern.search(text):
+            block = readme_block(experiment, reference)
+            text = pattern.sub(lambda m: m.group(1) + block + m.group(3), text)
+    return text
+
+
+# ---- comparing a run with the reference -----------------------------------------------------------
+_MEAN_STD = re.compile(r"(-?\d+(?:\.\d+)?)\s*(%|×)?\s*±\s*(\d+(?:\.\d+)?)")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _values(text: str) -> list[tuple[float, float | None]]:
+    """The numbers of a finding: ``(mean, std)`` for each "m ± s", else ``(value, None)``."""
+    pairs = [(float(m), float(s)) for m, _, s in _MEAN_STD.findall(text)]
+    if pairs:
+        return pairs
+    return [(float(v), None) for v in _NUMBER.findall(re.sub(r"β=\S+", "", text))]
+
+
+def verdict(ours: str, theirs: str, spread: float = 2.0) -> str:
+    """``"agrees"``, ``"differs"`` (a mean apart by more than ``spread`` x the larger std, or x one
+    unit of the last printed digit when both stds are 0) or ``"no spread"`` (single values: compare by eye)."""
+    a, b = _values(ours), _values(theirs)
+    if not a or len(a) != len(b):
+        return "not comparable"
+    if any(s is None for _, s in a + b):
+        return "no spread" if a != b else "agrees"
+    for (m1, s1), (m2, s2) in zip(a, b):
+        tolerance = spread * max(s1, s2, 1e-9)
+        if abs(m1 - m2) > tolerance and not math.isclose(m1, m2):
+            return "differs"
+    return "agrees"
+
+
+def compare(results: str | Path, reference: str | Path = "reference", spread: float = 2.0) -> pd.DataFrame:
+    """Every finding of the reference beside the same finding of ``results``, with a verdict."""
+    records = []
+    for experiment in EXPERIMENTS:
+        if load_manifest(reference, experiment) is None:
+            continue
+        ours = dict((a, c) for a, _, c in findings(experiment, results))
+        for finding, paper, value in findings(experiment, reference):
+            mine = ours.get(finding)
+            records.append({"experiment": experiment, "finding": finding, "paper": paper, "reference": value,
+                            "yours": mine if mine is not None else "(not in your run)",
+                            "verdict": verdict(mine, value, spread) if mine is not None else "missing"})
+    return pd.DataFrame(records, columns=["experiment", "finding", "paper", "reference", "yours", "verdict"])
+
+
+def compare_markdown(df: pd.DataFrame) -> str:
+    lines = ["| finding | paper | reference | yours | verdict |", "|---|---|---|---|---|"]
+    for r in df.itertuples():
+        mark = f"**{r.verdict}**" if r.verdict in ("differs", "missing") else r.verdict
+        lines.append(f"| {r.finding} | {r.paper} | {r.reference} | {r.yours} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modmask.reference", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command_name", required=True)
+    ex = sub.add_parser("export", help="copy an experiment's tables and figures into reference/")
+    ex.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    ex.add_argument("--results", required=True, help="the run's results folder, e.g. results/long")
+    ex.add_argument("--figures", default="figures", help="the run's figures folder (default: figures)")
+    ex.add_argument("--reference", default=str(REPOSITORY / "reference"))
+    ex.add_argument("--wall-time", default="", help='how long the run took, e.g. "5.1 h" (measured)')
+    ex.add_argument("--command", default="", help="the command that made the run")
+    rd = sub.add_parser("readme", help="rewrite the README's generated blocks from reference/")
+    rd.add_argument("--readme", default=str(REPOSITORY / "README.md"))
+    rd.add_argument("--reference", default="reference", help="relative to the README's folder")
+    rd.add_argument("--check", action="store_true", help="change nothing; exit 1 when the README is out of date")
+    cp = sub.add_parser("compare", help="your run's findings beside the reference's")
+    cp.add_argument("results", help="your results folder, e.g. results/quick")
+    cp.add_argument("--reference", default=str(REPOSITORY / "reference"))
+    cp.add_argument("--spread", type=float, default=2.0, help="flag means further apart than this x the seed std")
+    cp.add_argument("--out", help="also write the table here (Markdown)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command_name == "export":
+            manifest = export(args.experiment, args.results, args.reference, args.figures, args.wall_time,
+                              args.command)
+            print(f"reference/{args.experiment}: {len(manifest['tables'])} tables, {len(manifest['figures'])} "
+                  f"figures; now run: python -m modmask.reference readme")
+        elif args.command_name == "readme":
+            readme = Path(args.readme)
+            text = readme.read_text()
+            new = render_readme(text, readme.parent / args.reference)
+            if args.check:
+                if new != text:
+                    print(f"{readme} disagrees with {args.reference}/: run python -m modmask.reference readme",
+                          file=sys.stderr)
+                    return 1
+                return 0
+            if new != text:
+                with atomic_path(readme) as tmp:
+                    tmp.write_text(new)
+        else:
+            df = compare(args.results, args.reference, args.spread)
+            if df.empty:
+                print(f"no reference run under {args.reference}", file=sys.stderr)
+                return 1
+            text = compare_markdown(df)
+            print(text, end="")
+            if args.out:
+                with atomic_path(args.out) as tmp:
+                    tmp.write_text(text)
+    except (ReferenceError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Reference results: export into reference/, README blocks generated from them, comparison with a run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from modmask import reference as ref
+from modmask.io import read_parquet, write_parquet
+from modmask.metrics import TOTAL
+
+REPO = Path(__file__).resolve().parents[1]
+PROVENANCE = {"experiment": "permuted_mnist", "scale": "long", "config_hash": "cfg1", "code_version": "code1"}
+# layer-2 sharing of task 2 per (variant, seed); the other layers get fixed values
+LAYER2_TASK2 = {("normal", 0): 0.02, ("normal", 1): 0.04, ("used2_new-1", 0): 0.90, ("used2_new-1", 1): 0.94}
+
+
+def write_pm_results(root: Path, own_mask_accuracy=(0.90, 0.80), png=True) -> Path:
+    """A permuted-MNIST results tree with hand-chosen numbers (2 variants x 2 seeds x tasks 0-2)."""
+    sharing, accuracy = [], []
+    for (variant, seed), layer2 in LAYER2_TASK2.items():
+        for task in range(3):
+            for layer, value in (("layers.1.weight", layer2 if task == 2 else 0.01), ("layers.2.weight", 0.3),
+                                 ("layers.3.weight", 0.6), (TOTAL, 0.5 if variant == "normal" else 0.9)):
+                sharing.append({**PROVENANCE, "variant": variant, "seed": seed, "task": task, "layer": layer,
+                                "shared_fraction": value if task else float("nan")})
+            accuracy.append({**PROVENANCE, "variant": variant, "seed": seed, "task": task, "mask": "own_mask",
+                             "accuracy": own_mask_accuracy[seed]})
+    # frozen share of layers 2 / 3 / 4 after tasks 0, 1, 2: the output layer fills first
+    frozen = {0: (0.004, 0.07, 0.5), 1: (0.01, 0.2, 0.8), 2: (0.05, 0.4, 0.98)}
+    layers = [{**PROVENANCE, "variant": variant, "seed": seed, "task": task, "layer": f"layers.{i + 1}.weight",
+               "frozen_fraction": frozen[task][i]}
+              for variant, seed in LAYER2_TASK2 for task in range(3) for i in range(3)]
+    write_parquet(pd.DataFrame(layers), root / "permuted_mnist" / "layers.parquet")
+    write_parquet(pd.DataFrame(sharing), root / "permuted_mnist" / "sharing.parquet")
+    write_parquet(pd.DataFrame(accuracy), root / "permuted_mnist" / "accuracy.parquet")
+    if png:
+        (root / "figures" / "permuted_mnist").mkdir(parents=True)
+        (root / "figures" / "permuted_mnist" / "fig3.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_export_copies_tables_and_figures_and_records_where_the_run_came_from(tmp_path):
+    results = write_pm_results(tmp_path / "results")
+    manifest = ref.export("permuted_mnist", results, tmp_path / "reference", results / "figures",
+                          wall_time="5.1 h", command="snakemake x", date="2026-12-05")
+    kept = tmp_path / "reference" / "permuted_mnist"
+    assert sorted(p.name for p in kept.glob("*.parquet")) == ["accuracy.parquet", "layers.parquet", "sharing.parquet"]
+    pd.testing.assert_frame_equal(read_parquet(kept / "sharing.parquet"),
+                                  read_parquet(results / "permuted_mnist" / "sharing.parquet"))
+    assert (kept / "figures" / "permuted_mnist" / "fig3.png").read_bytes() == b"\x89PNG not really"
+    on_disk = json.loads((kept / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert manifest["scale"] == ["long"] and manifest["code_version"] == ["code1"]
+    assert manifest["tables"] == {"permuted_mnist/accuracy.parquet": 12, "permuted_mnist/layers.parquet": 36,
+                                  "permuted_mnist/sharing.parquet": 48}
+    assert manifest["wall_time"] == "5.1 h" and "cores" in manifest["machine"]
+    # a second export replaces the folder as a whole: nothing of the first one is left over
+    (results / "figures" / "permuted_mnist" / "fig3.png").unlink()
+    ref.export("permuted_mnist", results, tmp_path / "reference", results / "figures")
+    assert not (kept / "figures").exists()
+    assert sorted(p.name for p in (tmp_path / "reference").iterdir()) == ["permuted_mnist"]
+
+
+def test_export_refuses_tables_without_provenance_and_missing_runs(tmp_path):
+    with pytest.raises(ref.ReferenceError, match="no tables of permuted_mnist.*run the workflow"):
+        ref.export("permuted_mnist", tmp_path / "empty", tmp_path / "reference")
+    write_parquet(pd.DataFrame({"variant": ["normal"], "seed": [0]}), tmp_path / "r" / "permuted_mnist" / "a.parquet")
+    with pytest.raises(ref.ReferenceError, match=r"a\.parquet lacks the provenance column\(s\) \['scale'"):
+        ref.export("permuted_mnist", tmp_path / "r", tmp_path / "reference")
+    with pytest.raises(ref.ReferenceError, match="unknown experiment 'mnist'"):
+        ref.export("mnist", tmp_path / "r", tmp_path / "reference")
+    assert not (tmp_path / "reference" / "permuted_mnist").exists()
+
+
+def test_readme_block_holds_the_findings_computed_from_the_tables(tmp_path):
+    results = write_pm_results(tmp_path / "results")
+    ref.export("permuted_mnist", results, tmp_path / "reference", results / "figures", wall_time="5.1 h",
+               date="2026-12-05")
+    readme = ("# title\n\n<!-- reference:permuted_mnist -->\nstale text\n<!-- /reference:permuted_mnist -->\n"
+              "hand-written text stays\n")
+    text = ref.render_readme(readme, tmp_path / "reference")
+    assert "stale text" not in text and text.endswith("<!-- /reference:permuted_mnist -->\nhand-written text stays\n")
+    assert "Reference run (long scale), 2026-12-05" in text and "wall time 5.1 h" in text
+    # own-mask accuracy: seeds 90% and 80% -> 85.0% ± 7.1% (sample std of 0.9, 0.8 = 0.0707)
+    assert "| permuted MNIST (normal init): test accuracy with its mask, mean over tasks | high | 85.0% ± 7.1% |" in text
+    # layer 2 at task 2 (the only even task > 0): normal (2% + 4%) / 2 = 3%; used 2 / new -1 (90 + 94) / 2 = 92%
+    assert "layer 2: 3;" in text and "layer 2: 92;" in text
+    assert "| permuted MNIST (normal init): % of task 1's layer-2 weights that task 0 used | low (Fig. 3) | 1.0% ± 0.0% |" in text
+    assert ("% of each layer frozen after task 0 → after task 2 | the output layer fills first, then the last hidden "
+            "layer (Fig. 3) | layer 2: 0.4% ± 0.0% → 5.0% ± 0.0%; layer 3: 7.0% ± 0.0% → 40.0% ± 0.0%; "
+            "layer 4: 50.0% ± 0.0% → 98.0% ± 0.0% |") in text
+    assert "![fig3](reference/permuted_mnist/figures/permuted_mnist/fig3.png)" in text
+    assert ref.render_readme(text, tmp_path / "reference") == text  # stable: a second run changes nothing
+
+
+def test_readme_check_fails_when_readme_and_reference_disagree(tmp_path, capsys):
+    results = write_pm_results(tmp_path / "results")
+    ref.export("permuted_mnist", results, tmp_path / "reference", results / "figures")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- reference:permuted_mnist -->\n<!-- /reference:permuted_mnist -->\n")
+    assert ref.main(["readme", "--readme", str(readme), "--check"]) == 1
+    assert "run python -m modmask.reference readme" in capsys.readouterr().err
+    assert ref.main(["readme", "--readme", str(readme)]) == 0
+    assert ref.main(["readme", "--readme", str(readme), "--check"]) == 0
+    # a table changes (a new reference run): the README is out of date again
+    write_pm_results(tmp_path / "results2", own_mask_accuracy=(0.95, 0.85), png=False)
+    ref.export("permuted_mnist", tmp_path / "results2", tmp_path / "reference", tmp_path / "results2" / "figures")
+    assert ref.main(["readme", "--readme", str(readme), "--check"]) == 1
+
+
+def test_the_repositorys_readme_agrees_with_its_reference_folder():
+    assert ref.main(["readme", "--readme", str(REPO / "README.md"), "--check"]) == 0, \
+        "README.md's generated blocks are out of date: run python -m modmask.reference readme"
+
+
+@pytest.mark.parametrize("ours, theirs, expected", [
+    ("85.0% ± 7.1%", "80.0% ± 5.0%", "agrees"),        # 5 apart, within 2 x 7.1
+    ("85.0% ± 1.0%", "80.0% ± 2.0%", "differs"),       # 5 apart, beyond 2 x 2.0
+    ("2.95 ± 0.01× / 1 ± 0", "2.95 ± 0.01× / 3 ± 0", "differs"),
+    ("82% / 63%", "82% / 63%", "agrees"),
+    ("82% / 63%", "82% / 60%", "no spread"),
+    ("85% ± 1%", "n/a", "not comparable"),
+])
+def test_verdict_against_the_seed_spread(ours, theirs, expected):
+    assert ref.verdict(ours, theirs) == expected
+
+
+def test_compare_flags_findings_beyond_the_seed_spread(tmp_path, capsys):
+    reference = tmp_path / "reference"
+    results = write_pm_results(tmp_path / "results")
+    ref.export("permuted_mnist", results, reference, results / "figures")
+    same = ref.compare(results, reference)
+    assert len(same) == 8 and set(same["experiment"]) == {"permuted_mnist"}
+    assert (same["verdict"] == "agrees").all()
+    accuracy = same[same["finding"].str.contains("normal init.*accuracy", regex=True)]
+    assert accuracy["verdict"].tolist() == ["agrees"]
+    other = write_pm_results(tmp_path / "other", own_mask_accuracy=(0.50, 0.51), png=False)
+    df = ref.compare(other, reference)
+    assert df.loc[df["finding"].str.contains("normal init.*accuracy", regex=True), "verdict"].tolist() == ["differs"]
+    assert ref.main(["compare", str(other), "--reference", str(reference), "--out", str(tmp_path / "c.md")]) == 0
+    assert "**differs**" in capsys.readouterr().out and "**differs**" in (tmp_path / "c.md").read_text()
