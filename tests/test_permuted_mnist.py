@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.nn import functional as F
@@ -382,3 +383,24 @@ def test_joint_training_resumes_exactly_inside_a_task(tmp_path):
     assert all(torch.equal(ref_mask.logit(n), mask.logit(n)) for n in mask.names)
     assert [r["loss"] for r in history.rows] == [r["loss"] for r in ref_history.rows]
     assert not checkpoint.exists()
+
+
+def test_accuracy_lines_with_and_without_mask_stay_visible_when_they_coincide():
+    """Fig. 3's right panel: equal accuracies must not draw one line exactly over the other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from modmask.plotting import permuted_mnist as plots
+
+    tasks = range(5)
+    sharing = pd.DataFrame([{"variant": "normal", "seed": s, "task": t, "layer": layer, "layer_label": layer,
+                             "shared_fraction": 0.1 * t} for s in (0, 1) for t in tasks for layer in plots.LAYERS])
+    layers = sharing.rename(columns={"shared_fraction": "frozen_fraction"})
+    accuracy = pd.DataFrame([{"variant": "normal", "seed": s, "task": t, "mask": m, "accuracy": 0.9}
+                             for s in (0, 1) for t in tasks for m in ("own_mask", "no_mask")])
+    fig = plots.variant_figure(sharing, layers, accuracy, "test")
+    own, none = (container.lines[0] for container in fig.axes[2].containers)  # each errorbar's data line
+    assert list(own.get_ydata()) == list(none.get_ydata()) == [90.0] * 5
+    assert not np.allclose(np.asarray(own.get_xdata(), float), np.asarray(none.get_xdata(), float))  # side by side
+    assert own.get_linestyle() != none.get_linestyle() and own.get_marker() != none.get_marker()
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == ["with its mask", "without mask"]

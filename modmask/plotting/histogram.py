@@ -38,7 +38,7 @@ def fig7_histogram(histogram: pd.DataFrame):
                           ha="center", fontsize=7)
     axes[0][0].set_ylabel(f"% of weights (p ≥ {NEAR_ZERO})")
     axes[1][0].set_ylabel("% of weights, log scale")
-    fig.suptitle("Fig. 7: mask probabilities after training are almost all near 0 or 1", fontsize=10)
+    fig.suptitle("Fig. 7: distribution of the mask probabilities sigmoid(logit) after training", fontsize=10)
     fig.tight_layout()
     return fig
 

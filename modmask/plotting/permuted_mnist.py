@@ -53,10 +53,15 @@ def variant_figure(sharing: pd.DataFrame, layers: pd.DataFrame, accuracy: pd.Dat
     _bars_by_layer(axes[1], before[before["task"].isin(tasks)], "frozen_fraction", tasks,
                    "layer frozen by earlier tasks")
     axes[1].set_title("capacity used before the task")
-    for i, (mask, label) in enumerate((("own_mask", "with its mask"), ("no_mask", "without mask"))):
+    # the two lines often lie on each other: distinct markers and line styles, and a small sideways
+    # offset, keep both visible
+    styles = (("own_mask", "with its mask", "o", "-", -0.1), ("no_mask", "without mask", "s", "--", 0.1))
+    for i, (mask, label, marker, line, shift) in enumerate(styles):
         stats = mean_std(accuracy[accuracy["mask"] == mask], ["task"], "accuracy").sort_values("task")
-        axes[2].errorbar(stats["task"], stats["mean"] * 100, yerr=stats["std"] * 100, marker="o", ms=3,
-                         color=COLORS[(i + 5) % len(COLORS)], label=label, capsize=2)
+        color = COLORS[(i + 5) % len(COLORS)]
+        axes[2].errorbar(stats["task"] + shift, stats["mean"] * 100, yerr=stats["std"] * 100, marker=marker,
+                         ms=4, linestyle=line, color=color, label=label, capsize=2,
+                         markerfacecolor=color if i == 0 else "white")
     axes[2].set_xlabel("task (permutation)")
     axes[2].set_ylabel("test accuracy [%]")
     axes[2].set_title("accuracy after its own training")
