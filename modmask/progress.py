@@ -1,0 +1,206 @@
+"""Where a workflow run stands: which jobs are running, what is left, and about how long it will take.
+
+Snakemake itself reports "N of M steps done". This reads what Snakemake keeps in ``.snakemake/``:
+the start and end time of every job that finished before (``metadata/``), and the outputs of jobs in
+progress (``incomplete/``); a dry run gives the jobs still to do. From the median time of each rule
+in earlier runs it estimates the time left. Run it beside a running workflow, from the same folder,
+with the same target and config files:
+
+    python -m modmask.progress figures/all --configfile config/quick.yaml --cores 2
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Progress:
+    to_do: dict[str, int]                          # rule -> jobs still to run (running ones included)
+    typical: dict[str, float]                      # rule -> median seconds of its earlier jobs
+    running: list[tuple[str, str | None, float]]   # (output, rule if known, seconds since it started)
+    cores: int
+    unknown: list[str] = field(default_factory=list)  # rules without earlier jobs
+    last_log: dict[str, str] = field(default_factory=dict)  # running output -> last line of its log
+
+    def seconds_left(self) -> float:
+        """Job-seconds still to do (the running jobs' elapsed time subtracted) over the cores."""
+        fallback = statistics.median(self.typical.values()) if self.typical else 0.0
+        # a rule without history counts at the median job time; "all" (a target list) costs nothing
+        total = sum(count * self.typical.get(rule, 0.0 if rule == "all" else fallback)
+                    for rule, count in self.to_do.items())
+        for _, rule, elapsed in self.running:
+            expected = self.typical.get(rule, fallback) if rule else fallback
+            total -= min(elapsed, expected)
+        return max(total, 0.0) / max(self.cores, 1)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _records(folder: Path):
+    """(file, the output it stands for) under a Snakemake persistence folder: names are URL-safe
+    base64 of the output, split into ``@``-prefixed folders when longer than a file name may be."""
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if not path.is_file():
+            continue
+        encoded = "".join(part.lstrip("@") for part in path.relative_to(folder).parts)
+        try:
+            yield path, base64.urlsafe_b64decode(encoded).decode()
+        except ValueError:
+            continue
+
+
+def job_history(workdir: str | Path = ".") -> tuple[dict[str, float], dict[str, str]]:
+    """From ``.snakemake/metadata``: the median seconds per rule, and the rule that made each output."""
+    folder = Path(workdir) / ".snakemake" / "metadata"
+    durations: dict[str, list[float]] = {}
+    rule_of: dict[str, str] = {}
+    for path, output in _records(folder):
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, OSError):
+            continue
+        rule = record.get("rule")
+        if not rule:
+            continue
+        rule_of[output] = rule
+        start, end = record.get("starttime"), record.get("endtime")
+        if start and end and end >= start and not record.get("incomplete"):
+            durations.setdefault(rule, []).append(end - start)
+    return {rule: statistics.median(values) for rule, values in durations.items()}, rule_of
+
+
+def running_jobs(workdir: str | Path = ".", rule_of: dict[str, str] | None = None, now: float | None = None):
+    """Outputs of the jobs in progress (Snakemake's ``incomplete`` markers), their rule if an earlier run
+    recorded it, and how long ago each started (the marker's age)."""
+    folder = Path(workdir) / ".snakemake" / "incomplete"
+    now = time.time() if now is None else now
+    jobs = []
+    for path, output in _records(folder):
+        jobs.append((output, (rule_of or {}).get(output), now - path.stat().st_mtime))
+    return jobs
+
+
+_JOB_STATS = re.compile(r"^Job stats:\n.*?\n-+\s+-+\n(.*?)^total\s+(\d+)", re.MULTILINE | re.DOTALL)
+
+
+def parse_job_stats(text: str) -> dict[str, int]:
+    """The first "Job stats" table of a Snakemake dry run: rule -> count."""
+    match = _JOB_STATS.search(text)
+    if not match:
+        return {}
+    counts = {}
+    for line in match.group(1).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+_JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.MULTILINE)
+
+
+def parse_jobs(text: str) -> dict[str, tuple[str, str | None]]:
+    """Output -> (rule, log file or None) of every job a dry run lists."""
+    jobs = {}
+    for rule, body in _JOB.findall(text):
+        fields = dict(line.strip().split(": ", 1) for line in body.splitlines() if ": " in line)
+        log = fields.get("log", "").split(", ")[0] or None
+        for output in fields.get("output", "").split(", "):
+            if output:
+                jobs[output] = (rule, log)
+    return jobs
+
+
+def dry_run(snakemake_args: list[str], workdir: str | Path = ".") -> str:
+    """A dry run's text (``--nolock``: it may run beside the real run)."""
+    command = [sys.executable, "-m", "snakemake", "--dry-run", "--nolock", *snakemake_args]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the dry run failed ({' '.join(command[2:])}):\n{result.stderr[-2000:]}")
+    return result.stdout + result.stderr
+
+
+def last_line(path: Path) -> str | None:
+    """The last non-empty line of a job's log (our jobs log steps/s and an estimate of their time left)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - 4096, 0))
+            lines = [line for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1].strip() if lines else None
+
+
+def progress(snakemake_args: list[str], cores: int, workdir: str | Path = ".") -> Progress:
+    typical, rule_of = job_history(workdir)
+    text = dry_run(snakemake_args, workdir)
+    jobs = parse_jobs(text)
+    rule_of.update({output: rule for output, (rule, _) in jobs.items()})
+    to_do = parse_job_stats(text)
+    running = running_jobs(workdir, rule_of)
+    logs = {output: Path(workdir) / log for output, (_, log) in jobs.items() if log}
+    unknown = sorted(rule for rule in to_do if rule not in typical and rule != "all")
+    return Progress(to_do, typical, running, cores, unknown,
+                    {output: line for output, *_ in running if (line := last_line(logs.get(output, Path("/-"))))})
+
+
+def report(state: Progress) -> str:
+    lines = []
+    if state.running:
+        lines.append(f"running ({len(state.running)}):")
+        for output, rule, elapsed in state.running:
+            typical = state.typical.get(rule) if rule else None
+            lines.append(f"  {output}  ({rule or 'rule not known'}, {_duration(elapsed)} so far"
+                         + (f", typically {_duration(typical)})" if typical else ")"))
+            if output in state.last_log:
+                lines.append(f"    log: {state.last_log[output]}")
+    total = sum(state.to_do.values())
+    if not total:
+        return "\n".join(lines + ["nothing left to do"]) + "\n"
+    parts = [f"{rule} {count}" + (f" (~{_duration(state.typical[rule])} each)" if rule in state.typical else "")
+             for rule, count in sorted(state.to_do.items(), key=lambda kv: -kv[1])]
+    lines.append(f"to do: {total} jobs: " + ", ".join(parts))
+    if not state.typical:
+        lines.append("time left: no estimate yet; it needs the times of earlier jobs (.snakemake/metadata), "
+                     "which the first finished jobs provide")
+        return "\n".join(lines) + "\n"
+    left = state.seconds_left()
+    lines.append(f"time left: about {_duration(left)} with {state.cores} cores (job times of earlier runs in "
+                 f".snakemake/metadata, divided over the cores; a long chain of dependent jobs takes longer)")
+    if state.unknown:
+        lines.append(f"no earlier jobs of {', '.join(state.unknown)}: counted at the median job time, "
+                     "so the estimate is rough")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modmask.progress", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="the run's --cores")
+    parser.add_argument("--directory", default=".", help="the workflow's folder (default: here)")
+    args, snakemake_args = parser.parse_known_args(argv)
+    try:
+        print(report(progress(snakemake_args, args.cores, args.directory)), end="")
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Progress of a running workflow: jobs left, running jobs, time left from earlier job times."""
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from modmask import progress as pg
+
+DRY_RUN = """Building DAG of jobs...
+Job stats:
+job                   count
+------------------  -------
+mask                      4
+pretrain                  2
+all                       1
+total                     7
+
+[Sat Dec  5 22:02:19 2026]
+rule pretrain:
+    input: data.parquet
+    output: results/net0.pt, results/net0.json
+    log: logs/pretrain0.log
+    jobid: 3
+
+localrule all:
+    input: results/net0.pt
+    jobid: 0
+
+Job stats:
+job        count
+-------  -------
+mask           4
+total          4
+"""
+
+
+def test_dry_run_text_gives_the_jobs_per_rule_and_each_outputs_rule_and_log():
+    assert pg.parse_job_stats(DRY_RUN) == {"mask": 4, "pretrain": 2, "all": 1}
+    assert pg.parse_jobs(DRY_RUN) == {"results/net0.pt": ("pretrain", "logs/pretrain0.log"),
+                                      "results/net0.json": ("pretrain", "logs/pretrain0.log")}
+
+
+def test_time_left_from_rule_medians_minus_what_running_jobs_already_did():
+    state = pg.Progress(to_do={"mask": 4, "pretrain": 2, "all": 1}, typical={"mask": 60.0, "pretrain": 300.0},
+                        running=[("results/net0.pt", "pretrain", 100.0), ("x", "mask", 500.0)], cores=2)
+    # 4 x 60 + 2 x 300 = 840 job-seconds ("all" lists targets: nothing to run); the running pretrain
+    # job did 100 of its 300, the running mask job is past its typical 60 (counted as done); 2 cores
+    assert state.seconds_left() == pytest.approx((4 * 60 + 2 * 300 - 100 - 60) / 2)
+    text = pg.report(state)
+    assert "to do: 7 jobs: mask 4 (~60 s each), pretrain 2 (~5 min each), all 1" in text
+    assert "time left: about 6 min with 2 cores" in text  # 340 s
+
+
+def test_long_output_names_split_into_folders_are_read_back(tmp_path):
+    folder = tmp_path / ".snakemake" / "incomplete"
+    output = "results/" + "x" * 300 + "/run.pt"
+    encoded = base64.urlsafe_b64encode(output.encode()).decode()
+    chunks = [encoded[i:i + 254] for i in range(0, len(encoded), 254)]  # as Snakemake splits them
+    path = folder.joinpath(*["@" + c for c in chunks[:-1]], chunks[-1])
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    os.utime(path, (time.time() - 30, time.time() - 30))
+    [(name, rule, elapsed)] = pg.running_jobs(tmp_path, {output: "mask"})
+    assert name == output and rule == "mask" and 29 <= elapsed < 60
+
+
+def test_progress_of_a_real_snakemake_workflow(tmp_path):
+    (tmp_path / "Snakefile").write_text(
+        'rule all:\n    input: "b.txt"\n\n'
+        'rule a:\n    output: "a.txt"\n    shell: "sleep 1; echo a > {output}"\n\n'
+        'rule b:\n    input: "a.txt"\n    output: "b.txt"\n    log: "b.log"\n    shell: "sleep 4; cat {input} > {output}"\n')
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    typical, rule_of = pg.job_history(tmp_path)
+    assert rule_of == {"a.txt": "a", "b.txt": "b"}
+    assert 1.0 <= typical["a"] < 3.0 and 4.0 <= typical["b"] < 6.0
+    # b runs again: its output is gone, its incomplete marker says it started 0.5 s ago, its log has a line
+    (tmp_path / "b.txt").unlink()
+    marker = tmp_path / ".snakemake" / "incomplete" / base64.urlsafe_b64encode(b"b.txt").decode()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("")
+    os.utime(marker, (time.time() - 0.5, time.time() - 0.5))
+    (tmp_path / "b.log").write_text("step 1/2\nstep 2/2, eta 1s\n\n")
+    state = pg.progress([], cores=1, workdir=tmp_path)
+    assert state.to_do == {"b": 1, "all": 1}
+    assert [(o, r) for o, r, _ in state.running] == [("b.txt", "b")]
+    assert state.last_log == {"b.txt": "step 2/2, eta 1s"}
+    elapsed = state.running[0][2]
+    assert state.seconds_left() == pytest.approx(max(typical["b"] - elapsed, 0.0), abs=0.05)
+    assert pg.main(["--directory", str(tmp_path), "--cores", "1"]) == 0
