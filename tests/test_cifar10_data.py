@@ -279,15 +279,37 @@ def test_local_copy_runs_the_converter_once_and_atomically(tmp_path, monkeypatch
 
 @pytest.mark.skipif(not (shared_data("cifar10") / "cifar10-jpeg.tar.gz").exists(),
                     reason="no local CIFAR-10 JPEG archive")
-def test_local_copy_of_the_shared_jpeg_archive(tmp_path):
+def test_local_copy_of_the_shared_jpeg_archive(cifar10_batches):
+    # the session's one conversion of the real archive (conftest.py); the smoke workflow reads it too
     archive = shared_data("cifar10") / "cifar10-jpeg.tar.gz"
-    folder = cifar10.local_copy(archive, tmp_path / "cache")
-    assert folder == tmp_path / "cache" / "cifar-10-batches-py"
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["cifar-10-batches-py"]   # no leftovers
+    folder, cache = cifar10_batches, cifar10_batches.parent
+    assert folder.name == "cifar-10-batches-py"
+    assert sorted(p.name for p in cache.iterdir()) == ["cifar-10-batches-py"]   # no leftovers
     data = cifar10.load(folder)
     for split, n in (("train", 50000), ("test", 10000)):
         images, labels = data[split]
         assert images.shape == (n, 3, 32, 32) and images.dtype == torch.uint8
         assert labels.bincount(minlength=10).tolist() == [n // 10] * 10
     mtime = folder.stat().st_mtime_ns
-    assert cifar10.local_copy(archive, tmp_path / "cache") == folder and folder.stat().st_mtime_ns == mtime
+    assert cifar10.local_copy(archive, cache) == folder and folder.stat().st_mtime_ns == mtime
+
+
+def test_workflow_data_step_converts_a_jpeg_archive_into_the_tensor_cache(tmp_path, monkeypatch):
+    """The workflow's data job given the JPEG archive (the smoke run reads an already converted copy)."""
+    import logging
+
+    from modmask import cifar_steps
+    from modmask.io import load_torch
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / cifar10.CONVERTER_NAME).write_text(FAKE_CONVERTER)
+    (shared / cifar10.JPEG_ARCHIVE_NAME).write_text("jpegs")
+    monkeypatch.setattr(cifar10, "SPLIT_SIZES", {"train": 50, "test": 10})
+    block = {"jpeg_archive": str(shared / cifar10.JPEG_ARCHIVE_NAME), "train_size": 20, "test_size": None}
+    kind, source = cifar_steps.source_folder(block, None)
+    assert kind == "jpeg"
+    cifar_steps.prepare_data(block, source, tmp_path / "work", tmp_path / "data.pt", logging.getLogger("test"))
+    cache = load_torch(tmp_path / "data.pt")
+    assert len(cache["train"]["labels"]) == 20 and len(cache["test"]["labels"]) == 10
+    assert (tmp_path / "work" / "cifar-10-batches-py").is_dir()

@@ -6,8 +6,8 @@ stops only the daemons it started. It needs root (slurmd starts jobs as their us
 slurmctld, slurmd, slurm-client and munge (CI installs them in .ci/run); without them it skips and
 says why. Each job costs a submission, status checks and two extra Snakemake start-ups: the whole smoke
 DAG (219 jobs) took 19-23 minutes on a shared 2-core machine and about half of CI's time, so this test
-builds two experiments' figures (35 jobs: data, networks, masks, evaluations, a local table rule and
-figures); tests/test_workflow.py runs every job locally, and tests/test_profiles.py checks what every
+builds two experiments' figures with one seed (22 jobs: data, networks, masks, evaluations, a local
+table rule and figures; with two seeds, 35 jobs took about 514 s); tests/test_workflow.py runs every job locally, and tests/test_profiles.py checks what every
 job of the paper-scale DAG asks SLURM for.
 """
 from __future__ import annotations
@@ -234,7 +234,9 @@ def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
     workdir = copy_workflow(tmp_path / "workflow", WORKFLOW_FILES)
     # device auto: the training and evaluation jobs ask SLURM for a GPU (and run on the CPU, where none is)
     settings = "device: auto\n"
-    settings += test_workflow.LOCAL_DATA_SETTINGS  # local data of experiments that read files
+    # one seed: every rule kind still runs (and two GPU jobs side by side), with half the submissions
+    settings += "experiments:\n  addmul:\n    seeds: 1\n"
+    settings += test_workflow.LOCAL_DATA_SETTINGS.replace("permuted_mnist:\n", "permuted_mnist:\n  seeds: 1\n", 1)
     (workdir / "slurm_test.yaml").write_text(settings)
     cmd = [sys.executable, "-m", "snakemake", *(f"figures/{folder}" for folder in FIGURES),
            "--workflow-profile", "profiles/slurm",

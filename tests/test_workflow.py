@@ -51,9 +51,12 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def workflow(tmp_path_factory) -> Path:
+def workflow(tmp_path_factory, cifar10_batches) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("workflow"), WORKFLOW_FILES)
-    (workdir / LOCAL_DATA).write_text(LOCAL_DATA_SETTINGS)
+    settings = LOCAL_DATA_SETTINGS
+    if cifar10_batches is not None:  # the session's converted copy: the archive is converted once per session
+        settings += f"    cifar_dir: {cifar10_batches}\n"
+    (workdir / LOCAL_DATA).write_text(settings)
     first = snakemake(workdir, "figures/all")
     (workdir / "first_run.txt").write_text(first.stdout + first.stderr)
     return workdir
