@@ -51,6 +51,11 @@ def seeds(block: dict) -> list[int]:
     return list(range(value)) if isinstance(value, int) else list(value)
 
 
+def variant_seeds(block: dict, variant: str) -> list[int]:
+    """The seeds of one permuted-MNIST variant: ``variant_seeds.<variant>`` where given, else ``seeds``."""
+    return seeds({"seeds": (block.get("variant_seeds") or {}).get(variant, block["seeds"])})
+
+
 def all_architectures(experiment: dict) -> dict:
     """The experiment's architectures plus the extra networks its sweeps train."""
     return {**experiment["architectures"], **experiment.get("sweeps", {}).get("architectures", {})}
@@ -137,6 +142,11 @@ def _references(config: dict) -> Iterator[tuple[str, object, list, str]]:
     if cifar:
         yield ("cifar10.stability.architecture", cifar["stability"]["architecture"], sorted(cifar["architectures"]),
                "cifar10.architectures")
+    pm = config.get("permuted_mnist")
+    if pm:
+        for variant in pm.get("variant_seeds") or {}:
+            yield (f"permuted_mnist.variant_seeds.{variant}", variant, sorted(pm["variants"]),
+                   "permuted_mnist.variants")
     for stage in config.get("resources", {}):
         yield f"resources.{stage}", stage, list(RESOURCE_STAGES), "the workflow's stages"
 

@@ -8,8 +8,21 @@ from modmask.experiments import cifar10 as cifar_experiment
 
 CIFAR = config.get("cifar10")
 CIFAR_TABLES = ["accuracy", "confusion"]
-_CIFAR_MODEL = ("data.cifar10", "data.mnist", "experiments.cifar10", "cifar_steps", "cnn", "config", "training",
-                "masked_model", "masks", "gumbel", "metrics", "pipeline", "io")
+_CIFAR_MODEL = (
+    "data.cifar10",
+    "data.mnist",
+    "experiments.cifar10",
+    "cifar_steps",
+    "cnn",
+    "config",
+    "training",
+    "masked_model",
+    "masks",
+    "gumbel",
+    "metrics",
+    "pipeline",
+    "io",
+)
 CIFAR_CODE = {
     "data": code_version("data.cifar10", "data.mnist", "experiments.cifar10", "cifar_steps", "io"),
     "network": code_version(*_CIFAR_MODEL),
@@ -39,12 +52,12 @@ if CIFAR:
             """The official CIFAR-10 archive, checked against its MD5 and unpacked atomically."""
             output:
                 directory(CIFAR_DOWNLOAD),
-            resources:
-                **job_resources("generate_data"),
             log:
                 f"{RESULTS}/logs/data/cifar10_download.log",
             conda:
                 "../envs/modmask.yaml"
+            resources:
+                **job_resources("generate_data"),
             script:
                 "../scripts/cifar10_download.py"
 
@@ -54,15 +67,15 @@ if CIFAR:
             cifar_source_inputs(),
         output:
             CIFAR_CACHE,
-        params:
-            settings=settings_json(CIFAR_DATA),
-            code=CIFAR_CODE["data"],
-        resources:
-            **job_resources("generate_data"),
         log:
             f"{RESULTS}/logs/data/cifar10.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("generate_data"),
+        params:
+            settings=settings_json(CIFAR_DATA),
+            code=CIFAR_CODE["data"],
         script:
             "../scripts/cifar10_data.py"
 
@@ -72,18 +85,18 @@ if CIFAR:
             data=CIFAR_CACHE,
         output:
             network=f"{CIFAR_DIR}/network.pt",
+        log:
+            f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/network.log",
+        conda:
+            "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("pretrain"),
         params:
             arch=lambda wc: settings_json(cifar_arch_spec(wc)),
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "pretrain")),
             provenance=cifar_provenance("network"),
             code=CIFAR_CODE["network"],
-        threads: config["threads"]
-        resources:
-            **job_resources("pretrain"),
-        log:
-            f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/network.log",
-        conda:
-            "../envs/modmask.yaml"
         script:
             "../scripts/cifar10_network.py"
 
@@ -93,17 +106,17 @@ if CIFAR:
             unpack(cifar_mask_inputs),
         output:
             mask=f"{CIFAR_DIR}/mask_{{cifar_mask}}.pt",
-        params:
-            settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", mask="cifar_mask"),
-            code=CIFAR_CODE["mask"],
-        threads: config["threads"]
-        resources:
-            **job_resources("mask"),
         log:
             f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/mask_{{cifar_mask}}.log",
         conda:
             "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        params:
+            settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
+            provenance=cifar_provenance("mask", mask="cifar_mask"),
+            code=CIFAR_CODE["mask"],
         script:
             "../scripts/cifar10_mask.py"
 
@@ -115,16 +128,16 @@ if CIFAR:
             masks=expand(f"{CIFAR_DIR}/mask_{{cifar_mask}}.pt", cifar_mask=CIFAR_MASKS, allow_missing=True),
         output:
             **{table: f"{CIFAR_DIR}/{table}.parquet" for table in CIFAR_TABLES},
-        params:
-            provenance=cifar_provenance("evaluate"),
-            code=CIFAR_CODE["evaluate"],
-        threads: config["threads"]
-        resources:
-            **job_resources("evaluate"),
         log:
             f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/evaluate.log",
         conda:
             "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("evaluate"),
+        params:
+            provenance=cifar_provenance("evaluate"),
+            code=CIFAR_CODE["evaluate"],
         script:
             "../scripts/cifar10_evaluate.py"
 
@@ -135,17 +148,17 @@ if CIFAR:
             network=f"{CIFAR_DIR}/network.pt",
         output:
             mask=f"{CIFAR_DIR}/stability/{{pair}}_mask{{mask_seed}}.pt",
-        params:
-            settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", pair="pair", mask_seed="mask_seed"),
-            code=CIFAR_CODE["mask"],
-        threads: config["threads"]
-        resources:
-            **job_resources("mask"),
         log:
             f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/stability/{{pair}}_mask{{mask_seed}}.log",
         conda:
             "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        params:
+            settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
+            provenance=cifar_provenance("mask", pair="pair", mask_seed="mask_seed"),
+            code=CIFAR_CODE["mask"],
         script:
             "../scripts/cifar10_stability_mask.py"
 
@@ -155,19 +168,20 @@ if CIFAR:
             cifar_stability_inputs,
         output:
             f"{CIFAR_DIR}/stability.parquet",
-        params:
-            provenance=cifar_provenance("evaluate"),
-            code=CIFAR_CODE["evaluate"],
-        resources:
-            **job_resources("evaluate"),
         log:
             f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/stability.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("evaluate"),
+        params:
+            provenance=cifar_provenance("evaluate"),
+            code=CIFAR_CODE["evaluate"],
         script:
             "../scripts/cifar10_stability.py"
 
-    localrules: cifar10_table
+    localrules:
+        cifar10_table,
 
     rule cifar10_table:
         """One tidy CIFAR-10 table over all architectures and seeds."""
@@ -175,14 +189,14 @@ if CIFAR:
             lambda wc: cifar_table_inputs(wc.cifar_table),
         output:
             f"{RESULTS}/cifar10/{{cifar_table}}.parquet",
-        wildcard_constraints:
-            cifar_table="|".join(CIFAR_TABLES + ["stability"]),
-        resources:
-            **job_resources("collect"),
         log:
             f"{RESULTS}/logs/cifar10/collect_{{cifar_table}}.log",
+        wildcard_constraints:
+            cifar_table="|".join(CIFAR_TABLES + ["stability"]),
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("collect"),
         script:
             "../scripts/collect_table.py"
 
@@ -198,13 +212,13 @@ if CIFAR:
                 category="cifar10",
                 labels={"figure": "{figure}"},
             ),
-        params:
-            code=figure_code("cifar10"),
-        resources:
-            **job_resources("figures"),
         log:
             f"{RESULTS}/logs/figures/cifar10.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("figures"),
+        params:
+            code=figure_code("cifar10"),
         script:
             "../scripts/figures_cifar10.py"

@@ -3,7 +3,7 @@ import json
 
 from modmask import experiments
 
-from modmask.config import network_spec, seeds, stage_settings, sweep_mask_settings
+from modmask.config import network_spec, seeds, stage_settings, sweep_mask_settings, variant_seeds
 from modmask.io import code_version, stable_hash
 
 EXPERIMENTS = list(config["experiments"])
@@ -12,8 +12,15 @@ TABLES = ["accuracy", "confusion", "layers", "sharing", "histogram"]
 # Library modules each stage runs; editing one re-runs the stages that use it and no others.
 # The data and experiment modules of these experiments, named one by one so that permuted MNIST's
 # (data.mnist, experiments.permuted_mnist; rules/permuted_mnist.smk) do not re-run them.
-STANDARD = ("data.__init__", "data.addmul", "data.digits", "data.double_add", "experiments.__init__",
-            "experiments.addmul", "experiments.double_add")
+STANDARD = (
+    "data.__init__",
+    "data.addmul",
+    "data.digits",
+    "data.double_add",
+    "experiments.__init__",
+    "experiments.addmul",
+    "experiments.double_add",
+)
 CODE = {
     "data": code_version(*STANDARD, "io", "pipeline"),
     "pretrain": code_version("models", "training", *STANDARD, "io", "pipeline"),
@@ -63,7 +70,7 @@ def mask_settings(wildcards):
     exp = experiment_config(wildcards)
     if wildcards.variant == "main":
         return stage_settings(exp, wildcards.arch, "mask")
-    return sweep_mask_settings(exp, wildcards.arch, float(wildcards.variant[len("beta"):]))
+    return sweep_mask_settings(exp, wildcards.arch, float(wildcards.variant[len("beta") :]))
 
 
 def architecture_spec(wildcards):
@@ -117,11 +124,7 @@ def provenance(wildcards, stage):
 def run_dirs(experiment):
     """Evaluation folders of an experiment's main runs: its architectures and seeds."""
     exp = config["experiments"][experiment]
-    return [
-        f"{RESULTS}/{experiment}/{arch}/seed{seed}/main"
-        for arch in exp["architectures"]
-        for seed in seeds(exp)
-    ]
+    return [f"{RESULTS}/{experiment}/{arch}/seed{seed}/main" for arch in exp["architectures"] for seed in seeds(exp)]
 
 
 def mask_files(wildcards):
@@ -130,10 +133,7 @@ def mask_files(wildcards):
 
 
 def seed_tables(experiment):
-    return {
-        table: [f"{d}/{table}.parquet" for d in run_dirs(experiment)]
-        for table in TABLES
-    }
+    return {table: [f"{d}/{table}.parquet" for d in run_dirs(experiment)] for table in TABLES}
 
 
 def sweep_run_dirs(experiment):
@@ -166,16 +166,20 @@ def scan_provenance(stage, **columns):
 
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
-        return scan_steps.provenance(config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"],
-                                     SCAN_CODE[stage], **extra)
+        return scan_steps.provenance(
+            config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"], SCAN_CODE[stage], **extra
+        )
 
     return columns_for
 
 
 def scan_runs():
     """Folders of every SCAN (architecture, seed) run."""
-    return [f"{RESULTS}/scan/{arch}/seed{seed}" for arch in config["scan"]["architectures"]
-            for seed in seeds(config["scan"])]
+    return [
+        f"{RESULTS}/scan/{arch}/seed{seed}"
+        for arch in config["scan"]["architectures"]
+        for seed in seeds(config["scan"])
+    ]
 
 
 # CIFAR-10 (rules/cifar10.smk)
@@ -190,8 +194,9 @@ def cifar_provenance(stage, **columns):
 
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
-        return cifar_steps.provenance(config["cifar10"], wildcards.arch, wildcards.seed, stage, config["scale"],
-                                      CIFAR_CODE[stage], **extra)
+        return cifar_steps.provenance(
+            config["cifar10"], wildcards.arch, wildcards.seed, stage, config["scale"], CIFAR_CODE[stage], **extra
+        )
 
     return columns_for
 
@@ -235,10 +240,14 @@ def cifar_table_inputs(table):
     block = config["cifar10"]
     if table == "stability":
         arch = block["stability"]["architecture"]
-        return [f"{RESULTS}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(block["stability"]["networks"])]
-    return [f"{RESULTS}/cifar10/{arch}/seed{seed}/{table}.parquet" for arch in block["architectures"]
-            for seed in seeds(block)]
-
+        return [
+            f"{RESULTS}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(block["stability"]["networks"])
+        ]
+    return [
+        f"{RESULTS}/cifar10/{arch}/seed{seed}/{table}.parquet"
+        for arch in block["architectures"]
+        for seed in seeds(block)
+    ]
 
 
 # Mathematics Dataset (rules/mathematics.smk)
@@ -255,7 +264,8 @@ def math_provenance(stage, **columns):
 
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
-        return mathematics_steps.provenance(config["mathematics"], wildcards.task, wildcards.seed, stage,
-                                            config["scale"], MATH_CODE[stage], **extra)
+        return mathematics_steps.provenance(
+            config["mathematics"], wildcards.task, wildcards.seed, stage, config["scale"], MATH_CODE[stage], **extra
+        )
 
     return columns_for

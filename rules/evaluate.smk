@@ -5,27 +5,26 @@ rule evaluate:
         data=f"{RESULTS}/data/{{experiment}}.parquet",
         network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
     output:
-        **{
-            table: f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/{table}.parquet"
-            for table in TABLES
-        },
-    params:
-        tasks=variant_tasks,
-        provenance=lambda wc: provenance(wc, "evaluate"),
-        code=CODE["evaluate"],
-    threads: config["threads"]
-    resources:
-        **job_resources("evaluate"),
+        **{table: f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/{table}.parquet" for table in TABLES},
     log:
         f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/evaluate.log",
     conda:
         "../envs/modmask.yaml"
+    threads: config["threads"]
+    resources:
+        **job_resources("evaluate"),
+    params:
+        tasks=variant_tasks,
+        provenance=lambda wc: provenance(wc, "evaluate"),
+        code=CODE["evaluate"],
     script:
         "../scripts/evaluate.py"
 
 
 # Concatenating small tables: on a cluster, run on the submitting node instead of as SLURM jobs.
-localrules: collect_table, collect_sweep_table
+localrules:
+    collect_table,
+    collect_sweep_table,
 
 
 rule collect_table:
@@ -34,14 +33,14 @@ rule collect_table:
         lambda wc: seed_tables(wc.experiment)[wc.table],
     output:
         f"{RESULTS}/{{experiment}}/{{table}}.parquet",
-    wildcard_constraints:
-        table="|".join(TABLES),
-    resources:
-        **job_resources("collect"),
     log:
         f"{RESULTS}/logs/{{experiment}}/collect_{{table}}.log",
+    wildcard_constraints:
+        table="|".join(TABLES),
     conda:
         "../envs/modmask.yaml"
+    resources:
+        **job_resources("collect"),
     script:
         "../scripts/collect_table.py"
 
@@ -52,13 +51,13 @@ rule collect_sweep_table:
         lambda wc: [f"{d}/{wc.table}.parquet" for d in sweep_run_dirs(wc.experiment)],
     output:
         f"{RESULTS}/{{experiment}}/sweeps/{{table}}.parquet",
-    wildcard_constraints:
-        table="|".join(TABLES),
-    resources:
-        **job_resources("collect"),
     log:
         f"{RESULTS}/logs/{{experiment}}/collect_sweeps_{{table}}.log",
+    wildcard_constraints:
+        table="|".join(TABLES),
     conda:
         "../envs/modmask.yaml"
+    resources:
+        **job_resources("collect"),
     script:
         "../scripts/collect_table.py"

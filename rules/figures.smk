@@ -11,15 +11,15 @@ rule figures_experiment:
             category="{experiment}",
             labels={"figure": "{figure}"},
         ),
-    params:
-        scale=config["scale"],
-        code=lambda wc: figure_code(wc.experiment),
-    resources:
-        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/{{experiment}}.log",
     conda:
         "../envs/modmask.yaml"
+    resources:
+        **job_resources("figures"),
+    params:
+        scale=config["scale"],
+        code=lambda wc: figure_code(wc.experiment),
     script:
         "../scripts/figures_experiment.py"
 
@@ -36,14 +36,14 @@ rule figures_sweeps:
             category="sweeps",
             labels={"figure": "{figure}"},
         ),
-    params:
-        code=figure_code("sweeps"),
-    resources:
-        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/sweeps.log",
     conda:
         "../envs/modmask.yaml"
+    resources:
+        **job_resources("figures"),
+    params:
+        code=figure_code("sweeps"),
     script:
         "../scripts/figures_sweeps.py"
 
@@ -60,14 +60,14 @@ rule figures_histogram:
             category="histogram",
             labels={"figure": "{figure}"},
         ),
-    params:
-        code=figure_code("histogram"),
-    resources:
-        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/histogram.log",
     conda:
         "../envs/modmask.yaml"
+    resources:
+        **job_resources("figures"),
+    params:
+        code=figure_code("histogram"),
     script:
         "../scripts/figures_histogram.py"
 
@@ -77,25 +77,30 @@ rule summary:
     input:
         [f"{RESULTS}/{experiment}/{table}.parquet" for experiment in EXPERIMENTS for table in TABLES],
         [f"{RESULTS}/{e}/sweeps/{t}.parquet" for e in SWEEP_EXPERIMENTS for t in ["sharing", "layers"]],
-        [f"{RESULTS}/permuted_mnist/{t}.parquet" for t in ["sharing", "accuracy"]] if config.get("permuted_mnist") else [],
+        [f"{RESULTS}/permuted_mnist/{t}.parquet" for t in ["sharing", "accuracy"]]
+        if config.get("permuted_mnist")
+        else [],
         [f"{RESULTS}/scan/{t}.parquet" for t in ["accuracy", "output_weights"]] if config.get("scan") else [],
-        [f"{RESULTS}/cifar10/{t}.parquet" for t in ["accuracy", "confusion", "stability"]] if config.get("cifar10") else [],
+        [f"{RESULTS}/cifar10/{t}.parquet" for t in ["accuracy", "confusion", "stability"]]
+        if config.get("cifar10")
+        else [],
         [f"{RESULTS}/mathematics/accuracy.parquet"] if config.get("mathematics") else [],
     output:
         report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="summary"),
-    params:
-        code=code_version("summary", "metrics", "plotting.cifar10", "plotting.mathematics"),
-    resources:
-        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/summary.log",
     conda:
         "../envs/modmask.yaml"
+    resources:
+        **job_resources("figures"),
+    params:
+        code=code_version("summary", "metrics", "plotting.cifar10", "plotting.mathematics"),
     script:
         "../scripts/summary.py"
 
 
-localrules: figures_all
+localrules:
+    figures_all,
 
 
 rule figures_all:
@@ -111,11 +116,11 @@ rule figures_all:
         f"{RESULTS}/summary.md",
     output:
         f"{FIGURES}/all",
-    resources:
-        **job_resources("figures"),
     log:
         f"{RESULTS}/logs/figures/all.log",
     conda:
         "../envs/modmask.yaml"
+    resources:
+        **job_resources("figures"),
     script:
         "../scripts/figures_index.py"

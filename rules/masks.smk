@@ -5,17 +5,17 @@ rule train_mask:
         network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
     output:
         mask=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/mask_{{task}}.pt",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/mask_{{task}}.log",
+    conda:
+        "../envs/modmask.yaml"
+    threads: config["threads"]
+    resources:
+        **job_resources("mask"),
     params:
         settings=lambda wc: settings_json(mask_settings(wc)),
         provenance=lambda wc: provenance(wc, "mask"),
         checkpoint=lambda wc, output: f"{output.mask}.ckpt",
         code=CODE["mask"],
-    threads: config["threads"]
-    resources:
-        **job_resources("mask"),
-    log:
-        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/{{variant}}/mask_{{task}}.log",
-    conda:
-        "../envs/modmask.yaml"
     script:
         "../scripts/train_mask.py"

@@ -31,13 +31,18 @@ if MATH:
     else:
         # --use-conda (or --sdm conda): envs/mathematics.yaml
         MATH_SOURCE = "conda" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else "venv"
-    MATH_PYTHON = {"python": MATH_DATA.get("python"), "conda": "python",
-                   "venv": str(math_data.venv_python(MATH_VENV))}.get(MATH_SOURCE)
+    MATH_PYTHON = {
+        "python": MATH_DATA.get("python"),
+        "conda": "python",
+        "venv": str(math_data.venv_python(MATH_VENV)),
+    }.get(MATH_SOURCE)
 
     if MATH_SOURCE == "venv":
+
         # Runs where Snakemake runs (like its conda environments): pip needs the internet, which
         # cluster nodes often lack.
-        localrules: mathematics_env
+        localrules:
+            mathematics_env,
 
         rule mathematics_env:
             """The generator's virtual environment, built atomically from envs/mathematics-requirements.txt."""
@@ -45,13 +50,13 @@ if MATH:
                 requirements=MATH_REQUIREMENTS,
             output:
                 marker=MATH_ENV_MARKER,
-            params:
-                venv=lambda wc, output: output.marker[: -len(".json")],
-                base_python=MATH_DATA.get("base_python") or "",
             log:
                 f"{MATH_VENV}.log",
             conda:
                 "../envs/modmask.yaml"
+            params:
+                venv=lambda wc, output: output.marker[: -len(".json")],
+                base_python=MATH_DATA.get("base_python") or "",
             script:
                 "../scripts/mathematics_env.py"
 
@@ -63,10 +68,16 @@ if MATH:
                 [MATH_ENV_MARKER] if MATH_SOURCE == "venv" else [],
             output:
                 shard=f"{MATH_TABLES}/shards/{{level}}_{{shard}}.jsonl",
+            log:
+                f"{RESULTS}/logs/data/mathematics/{{task}}/shard_{{level}}_{{shard}}.log",
             wildcard_constraints:
                 task="|".join(math_data.TASKS),
                 level="|".join(math_data.LEVELS),
                 shard=r"\d+",
+            conda:
+                "../envs/mathematics.yaml" if MATH_SOURCE in ("venv", "conda") else None
+            resources:
+                **job_resources("generate_data"),
             params:
                 python=MATH_PYTHON,
                 script=MATH_SHARD_SCRIPT,
@@ -74,12 +85,6 @@ if MATH:
                 samples=lambda wc: math_data.shard_settings(MATH_DATA, wc.task, wc.level, wc.shard)["samples"],
                 seed=lambda wc: math_data.shard_settings(MATH_DATA, wc.task, wc.level, wc.shard)["seed"],
                 code=math_data.file_version(MATH_SHARD_SCRIPT, MATH_REQUIREMENTS),
-            resources:
-                **job_resources("generate_data"),
-            log:
-                f"{RESULTS}/logs/data/mathematics/{{task}}/shard_{{level}}_{{shard}}.log",
-            conda:
-                "../envs/mathematics.yaml" if MATH_SOURCE in ("venv", "conda") else None
             shell:
                 "PYTHONHASHSEED={params.hash_seed} {params.python:q} {params.script:q} --task {wildcards.task}"
                 " --level {wildcards.level} --samples {params.samples} --seed {params.seed}"
@@ -93,17 +98,17 @@ if MATH:
         output:
             train=f"{MATH_TABLES}/train.parquet",
             test=f"{MATH_TABLES}/test.parquet",
+        log:
+            f"{RESULTS}/logs/data/mathematics/{{task}}.log",
         wildcard_constraints:
             task="|".join(math_data.TASKS),
+        conda:
+            "../envs/modmask.yaml"
+        resources:
+            **job_resources("generate_data"),
         params:
             settings=settings_json(math_data.data_settings(MATH_DATA)),
             code=MATH_CODE["data"],
-        resources:
-            **job_resources("generate_data"),
-        log:
-            f"{RESULTS}/logs/data/mathematics/{{task}}.log",
-        conda:
-            "../envs/modmask.yaml"
         script:
             "../scripts/mathematics_data.py"
 
@@ -112,11 +117,25 @@ if MATH:
         input:
             expand(f"{MATH_TABLES}/{{part}}.parquet", task=MATH["tasks"], part=["train", "test"]),
 
+
 # The experiment: per (task, seed), a Transformer trained on every level, masks on its frozen weights
 # trained on every level (`control`) and on the easy level only (`easy`), one evaluation job scoring
 # the network and both masks on each level's test set (Fig. 5 reads hard).
-_MATH_MODEL = ("data.mathematics", "data.vocab", "experiments.mathematics", "experiments.scan", "mathematics_steps",
-               "seq2seq", "config", "training", "masked_model", "masks", "gumbel", "pipeline", "io")
+_MATH_MODEL = (
+    "data.mathematics",
+    "data.vocab",
+    "experiments.mathematics",
+    "experiments.scan",
+    "mathematics_steps",
+    "seq2seq",
+    "config",
+    "training",
+    "masked_model",
+    "masks",
+    "gumbel",
+    "pipeline",
+    "io",
+)
 MATH_CODE.update({stage: code_version(*_MATH_MODEL) for stage in ("network", "mask", "evaluate")})
 MATH_RUN = f"{RESULTS}/mathematics/{{task}}/seed{{seed}}"
 
@@ -133,18 +152,18 @@ if MATH:
             train=f"{MATH_TABLES}/train.parquet",
         output:
             network=f"{MATH_RUN}/network.pt",
+        log:
+            f"{RESULTS}/logs/mathematics/{{task}}/seed{{seed}}/network.log",
+        conda:
+            "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("pretrain"),
         params:
             arch=settings_json(MATH.get("network", {})),
             settings=lambda wc: settings_json(math_stage_settings(wc, "pretrain")),
             provenance=math_provenance("network"),
             code=MATH_CODE["network"],
-        threads: config["threads"]
-        resources:
-            **job_resources("pretrain"),
-        log:
-            f"{RESULTS}/logs/mathematics/{{task}}/seed{{seed}}/network.log",
-        conda:
-            "../envs/modmask.yaml"
         script:
             "../scripts/mathematics_network.py"
 
@@ -155,17 +174,17 @@ if MATH:
             network=f"{MATH_RUN}/network.pt",
         output:
             mask=f"{MATH_RUN}/mask_{{math_mask}}.pt",
-        params:
-            settings=lambda wc: settings_json(math_stage_settings(wc, "mask")),
-            provenance=math_provenance("mask", mask="math_mask"),
-            code=MATH_CODE["mask"],
-        threads: config["threads"]
-        resources:
-            **job_resources("mask"),
         log:
             f"{RESULTS}/logs/mathematics/{{task}}/seed{{seed}}/mask_{{math_mask}}.log",
         conda:
             "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        params:
+            settings=lambda wc: settings_json(math_stage_settings(wc, "mask")),
+            provenance=math_provenance("mask", mask="math_mask"),
+            code=MATH_CODE["mask"],
         script:
             "../scripts/mathematics_mask.py"
 
@@ -174,38 +193,43 @@ if MATH:
         input:
             network=f"{MATH_RUN}/network.pt",
             test=f"{MATH_TABLES}/test.parquet",
-            masks=expand(f"{MATH_RUN}/mask_{{math_mask}}.pt", math_mask=list(math_experiment.SUBSETS),
-                         allow_missing=True),
+            masks=expand(
+                f"{MATH_RUN}/mask_{{math_mask}}.pt", math_mask=list(math_experiment.SUBSETS), allow_missing=True
+            ),
         output:
             accuracy=f"{MATH_RUN}/accuracy.parquet",
-        params:
-            provenance=math_provenance("evaluate"),
-            code=MATH_CODE["evaluate"],
-        threads: config["threads"]
-        resources:
-            **job_resources("evaluate"),
         log:
             f"{RESULTS}/logs/mathematics/{{task}}/seed{{seed}}/evaluate.log",
         conda:
             "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("evaluate"),
+        params:
+            provenance=math_provenance("evaluate"),
+            code=MATH_CODE["evaluate"],
         script:
             "../scripts/mathematics_evaluate.py"
 
-    localrules: mathematics_table
+    localrules:
+        mathematics_table,
 
     rule mathematics_table:
         """One tidy accuracy table over every task and seed."""
         input:
-            [f"{RESULTS}/mathematics/{task}/seed{seed}/accuracy.parquet" for task in MATH["tasks"]
-             for seed in seeds(MATH)],
+            [
+                f"{RESULTS}/mathematics/{task}/seed{seed}/accuracy.parquet"
+                for task in MATH["tasks"]
+                for seed in seeds(MATH)
+            ],
         output:
             f"{RESULTS}/mathematics/accuracy.parquet",
-        resources:
-            **job_resources("collect"),
         log:
             f"{RESULTS}/logs/mathematics/collect_accuracy.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("collect"),
         script:
             "../scripts/collect_table.py"
 
@@ -221,13 +245,13 @@ if MATH:
                 category="mathematics",
                 labels={"figure": "{figure}"},
             ),
-        params:
-            code=figure_code("mathematics"),
-        resources:
-            **job_resources("figures"),
         log:
             f"{RESULTS}/logs/figures/mathematics.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("figures"),
+        params:
+            code=figure_code("mathematics"),
         script:
             "../scripts/figures_mathematics.py"

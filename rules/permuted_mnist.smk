@@ -10,8 +10,18 @@ from modmask.data import mnist as mnist_data
 PM = config.get("permuted_mnist")
 PM_TABLES = ["sharing", "layers", "accuracy"]
 PM_CODE = {
-    "run": code_version("data.mnist", "experiments.permuted_mnist", "transfer", "training", "gumbel", "masks",
-                        "masked_model", "models", "metrics", "io"),
+    "run": code_version(
+        "data.mnist",
+        "experiments.permuted_mnist",
+        "transfer",
+        "training",
+        "gumbel",
+        "masks",
+        "masked_model",
+        "models",
+        "metrics",
+        "io",
+    ),
     "tables": code_version("experiments.permuted_mnist", "transfer", "io"),
 }
 
@@ -25,36 +35,36 @@ if PM:
             [f"{MNIST_DIR}/{name}" for name in mnist_data.FILES.values()],
         output:
             run=f"{RESULTS}/permuted_mnist/{{pm_variant}}/seed{{seed}}/run.pt",
+        log:
+            f"{RESULTS}/logs/permuted_mnist/{{pm_variant}}/seed{{seed}}/run.log",
         wildcard_constraints:
             pm_variant="|".join(re.escape(v) for v in PM["variants"]),
+        conda:
+            "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
         params:
             settings=lambda wc: settings_json(transfer.run_settings(PM, wc.pm_variant)),
             provenance=lambda wc: transfer.provenance(PM, wc.pm_variant, wc.seed, config["scale"], PM_CODE["run"]),
             code=PM_CODE["run"],
-        threads: config["threads"]
-        resources:
-            **job_resources("mask"),
-        log:
-            f"{RESULTS}/logs/permuted_mnist/{{pm_variant}}/seed{{seed}}/run.log",
-        conda:
-            "../envs/modmask.yaml"
         script:
             "../scripts/permuted_mnist_run.py"
 
     rule permuted_mnist_tables:
         """Tidy tables over all variants and seeds: sharing and capacity per task and layer, accuracy per task."""
         input:
-            [f"{RESULTS}/permuted_mnist/{v}/seed{seed}/run.pt" for v in PM["variants"] for seed in seeds(PM)],
+            [f"{RESULTS}/permuted_mnist/{v}/seed{seed}/run.pt" for v in PM["variants"] for seed in variant_seeds(PM, v)],
         output:
             **{table: f"{RESULTS}/permuted_mnist/{table}.parquet" for table in PM_TABLES},
-        params:
-            code=PM_CODE["tables"],
-        resources:
-            **job_resources("collect"),
         log:
             f"{RESULTS}/logs/permuted_mnist/tables.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("collect"),
+        params:
+            code=PM_CODE["tables"],
         script:
             "../scripts/permuted_mnist_tables.py"
 
@@ -70,14 +80,14 @@ if PM:
                 category="permuted_mnist",
                 labels={"figure": "{figure}"},
             ),
-        params:
-            code=figure_code("permuted_mnist"),
-        resources:
-            **job_resources("figures"),
         log:
             f"{RESULTS}/logs/figures/permuted_mnist.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("figures"),
+        params:
+            code=figure_code("permuted_mnist"),
         script:
             "../scripts/figures_permuted_mnist.py"
 
@@ -87,13 +97,13 @@ if PM:
             """Fetch one MNIST archive from the mirror and verify it (only with data.download: true)."""
             output:
                 f"{MNIST_DIR}/{{mnist_file}}",
-            wildcard_constraints:
-                mnist_file="|".join(re.escape(name) for name in mnist_data.FILES.values()),
-            params:
-                url=PM["data"].get("mirror", mnist_data.MIRROR),
             log:
                 f"{RESULTS}/logs/permuted_mnist/download_{{mnist_file}}.log",
+            wildcard_constraints:
+                mnist_file="|".join(re.escape(name) for name in mnist_data.FILES.values()),
             conda:
                 "../envs/modmask.yaml"
+            params:
+                url=PM["data"].get("mirror", mnist_data.MIRROR),
             script:
                 "../scripts/download_mnist.py"

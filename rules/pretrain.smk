@@ -4,18 +4,18 @@ rule pretrain:
         data=f"{RESULTS}/data/{{experiment}}.parquet",
     output:
         network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/pretrain.log",
+    conda:
+        "../envs/modmask.yaml"
+    threads: config["threads"]
+    resources:
+        **job_resources("pretrain"),
     params:
         arch=lambda wc: settings_json(architecture_spec(wc)),
         settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "pretrain")),
         provenance=lambda wc: provenance(wc, "pretrain"),
         checkpoint=lambda wc, output: f"{output.network}.ckpt",
         code=CODE["pretrain"],
-    threads: config["threads"]
-    resources:
-        **job_resources("pretrain"),
-    log:
-        f"{RESULTS}/logs/{{experiment}}/{{arch}}/seed{{seed}}/pretrain.log",
-    conda:
-        "../envs/modmask.yaml"
     script:
         "../scripts/pretrain.py"

@@ -9,8 +9,20 @@ from modmask.experiments import scan as scan_experiment
 
 SCAN = config.get("scan")
 SCAN_TABLES = ["accuracy", "output_weights"]
-_SCAN_MODEL = ("data.scan", "data.vocab", "experiments.scan", "scan_steps", "seq2seq", "config", "training",
-               "masked_model", "masks", "gumbel", "pipeline", "io")
+_SCAN_MODEL = (
+    "data.scan",
+    "data.vocab",
+    "experiments.scan",
+    "scan_steps",
+    "seq2seq",
+    "config",
+    "training",
+    "masked_model",
+    "masks",
+    "gumbel",
+    "pipeline",
+    "io",
+)
 SCAN_CODE = {
     "data": code_version("data.scan", "io"),
     "network": code_version(*_SCAN_MODEL),
@@ -21,6 +33,7 @@ SCAN_DIR = f"{RESULTS}/scan/{{arch}}/seed{{seed}}"
 
 
 if SCAN:
+
     wildcard_constraints:
         split="|".join(scan_data.SPLITS),
 
@@ -29,23 +42,22 @@ if SCAN:
         output:
             train=f"{RESULTS}/data/scan/{{split}}/train.parquet",
             test=f"{RESULTS}/data/scan/{{split}}/test.parquet",
-        params:
-            settings=settings_json(SCAN["data"]),
-            code=SCAN_CODE["data"],
-        resources:
-            **job_resources("generate_data"),
         log:
             f"{RESULTS}/logs/data/scan/{{split}}.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("generate_data"),
+        params:
+            settings=settings_json(SCAN["data"]),
+            code=SCAN_CODE["data"],
         script:
             "../scripts/scan_split.py"
 
     rule scan_data:
         """Every SCAN split (target: snakemake scan_data)."""
         input:
-            expand(f"{RESULTS}/data/scan/{{split}}/{{part}}.parquet", split=scan_data.SPLITS,
-                   part=["train", "test"]),
+            expand(f"{RESULTS}/data/scan/{{split}}/{{part}}.parquet", split=scan_data.SPLITS, part=["train", "test"]),
 
     rule scan_network:
         """A sequence model trained on one split's train set (simple: the IID pretraining)."""
@@ -53,18 +65,18 @@ if SCAN:
             train=f"{RESULTS}/data/scan/{{split}}/train.parquet",
         output:
             network=f"{SCAN_DIR}/network_{{split}}.pt",
+        log:
+            f"{RESULTS}/logs/scan/{{arch}}/seed{{seed}}/network_{{split}}.log",
+        conda:
+            "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("pretrain"),
         params:
             arch=lambda wc: settings_json(scan_arch_spec(wc)),
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "pretrain")),
             provenance=scan_provenance("network", trained_on="split"),
             code=SCAN_CODE["network"],
-        threads: config["threads"]
-        resources:
-            **job_resources("pretrain"),
-        log:
-            f"{RESULTS}/logs/scan/{{arch}}/seed{{seed}}/network_{{split}}.log",
-        conda:
-            "../envs/modmask.yaml"
         script:
             "../scripts/scan_network.py"
 
@@ -75,17 +87,17 @@ if SCAN:
             network=f"{SCAN_DIR}/network_{scan_experiment.IID}.pt",
         output:
             mask=f"{SCAN_DIR}/mask_{{split}}.pt",
-        params:
-            settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "mask")),
-            provenance=scan_provenance("mask", mask="split"),
-            code=SCAN_CODE["mask"],
-        threads: config["threads"]
-        resources:
-            **job_resources("mask"),
         log:
             f"{RESULTS}/logs/scan/{{arch}}/seed{{seed}}/mask_{{split}}.log",
         conda:
             "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("mask"),
+        params:
+            settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "mask")),
+            provenance=scan_provenance("mask", mask="split"),
+            code=SCAN_CODE["mask"],
         script:
             "../scripts/scan_mask.py"
 
@@ -95,25 +107,29 @@ if SCAN:
         input:
             network=f"{SCAN_DIR}/network_{scan_experiment.IID}.pt",
             masks=expand(f"{SCAN_DIR}/mask_{{split}}.pt", split=scan_data.SPLITS, allow_missing=True),
-            direct=expand(f"{SCAN_DIR}/network_{{split}}.pt",
-                          split=[s for s in scan_data.SPLITS if s != scan_experiment.IID], allow_missing=True),
+            direct=expand(
+                f"{SCAN_DIR}/network_{{split}}.pt",
+                split=[s for s in scan_data.SPLITS if s != scan_experiment.IID],
+                allow_missing=True,
+            ),
             tests=expand(f"{RESULTS}/data/scan/{{split}}/test.parquet", split=scan_data.SPLITS),
         output:
             **{table: f"{SCAN_DIR}/{table}.parquet" for table in SCAN_TABLES},
-        params:
-            provenance=scan_provenance("evaluate"),
-            code=SCAN_CODE["evaluate"],
-        threads: config["threads"]
-        resources:
-            **job_resources("evaluate"),
         log:
             f"{RESULTS}/logs/scan/{{arch}}/seed{{seed}}/evaluate.log",
         conda:
             "../envs/modmask.yaml"
+        threads: config["threads"]
+        resources:
+            **job_resources("evaluate"),
+        params:
+            provenance=scan_provenance("evaluate"),
+            code=SCAN_CODE["evaluate"],
         script:
             "../scripts/scan_evaluate.py"
 
-    localrules: scan_table
+    localrules:
+        scan_table,
 
     rule scan_table:
         """One tidy SCAN table over all architectures and seeds."""
@@ -121,14 +137,14 @@ if SCAN:
             lambda wc: [f"{run}/{wc.scan_table}.parquet" for run in scan_runs()],
         output:
             f"{RESULTS}/scan/{{scan_table}}.parquet",
-        wildcard_constraints:
-            scan_table="|".join(SCAN_TABLES),
-        resources:
-            **job_resources("collect"),
         log:
             f"{RESULTS}/logs/scan/collect_{{scan_table}}.log",
+        wildcard_constraints:
+            scan_table="|".join(SCAN_TABLES),
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("collect"),
         script:
             "../scripts/collect_table.py"
 
@@ -145,13 +161,13 @@ if SCAN:
                 category="scan",
                 labels={"figure": "{figure}"},
             ),
-        params:
-            code=figure_code("scan"),
-        resources:
-            **job_resources("figures"),
         log:
             f"{RESULTS}/logs/figures/scan.log",
         conda:
             "../envs/modmask.yaml"
+        resources:
+            **job_resources("figures"),
+        params:
+            code=figure_code("scan"),
         script:
             "../scripts/figures_scan.py"

@@ -146,9 +146,13 @@ def test_every_block_holding_a_batch_size_is_checked():
 
 def test_long_scale_is_permuted_mnist_at_paper_settings_but_10k_steps():
     """config/long.yaml changes only what the README says: scale, steps, seeds, CPU, checkpoints."""
+    from modmask.config import variant_seeds
+
     paper, long = load_config(CONFIG / "config.yaml"), load_config(CONFIG / "config.yaml", CONFIG / "long.yaml")
     assert long["scale"] == "long" and long["results"] == "results/long" and long["device"] == "cpu"
-    assert long["permuted_mnist"]["train"]["steps"] == 10_000 and long["permuted_mnist"]["seeds"] == 2
+    assert long["permuted_mnist"]["train"]["steps"] == 10_000
+    assert {v: variant_seeds(long["permuted_mnist"], v) for v in long["permuted_mnist"]["variants"]} == \
+        {"normal": [0, 1], "used2_new0": [0], "used2_new-1": [0]}
     assert long["checkpoint_every"] == 1000
     for key in ("lr", "beta", "mask_samples", "batch_size", "initial_logit"):
         assert long["permuted_mnist"]["train"][key] == paper["permuted_mnist"]["train"][key], key
@@ -225,3 +229,11 @@ def test_the_workflow_stops_before_any_job_naming_the_key(tmp_path, override, wo
                              "config/smoke.yaml", str(bad)], cwd=CONFIG.parent, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode != 0 and words in result.stdout + result.stderr
+
+
+def test_variant_seeds_must_name_a_permuted_mnist_variant():
+    config = load_config(CONFIG / "config.yaml", CONFIG / "long.yaml")
+    config["permuted_mnist"]["variant_seeds"] = {"used2_new1": 1}
+    with pytest.raises(ConfigError, match=r"config key permuted_mnist.variant_seeds.used2_new1: 'used2_new1' names "
+                                          r"no entry of permuted_mnist.variants"):
+        validate_config(config)

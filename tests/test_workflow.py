@@ -160,6 +160,13 @@ def test_lint_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_rule_files_are_formatted_as_snakefmt_writes_them():
+    """snakefmt --check (line length 120, pyproject.toml) on the Snakefile and every rule file."""
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"run snakefmt Snakefile rules:\n{result.stdout}{result.stderr}"
+
+
 def test_beta_sweep_reuses_networks_and_double_add_tables(workflow):
     results = workflow / "results" / "smoke"
     sweep = pd.read_parquet(results / "addmul" / "sweeps" / "sharing.parquet")
