@@ -31,7 +31,11 @@ CIFAR_CODE = {
 }
 CIFAR_DIR = f"{RESULTS}/cifar10/{{arch}}/seed{{seed}}"
 CIFAR_CACHE = f"{RESULTS}/data/cifar10/cifar10.pt"
-CIFAR_MASKS = [cifar_experiment.CONTROL] + [cifar_experiment.without_mask_name(c) for c in cifar_experiment.CLASSES]
+# the control mask and one removal mask per class of `removed_classes` (all ten unless the config lists some)
+CIFAR_MASKS = [cifar_experiment.CONTROL] + [
+    cifar_experiment.without_mask_name(c)
+    for c in ((config.get("cifar10") or {}).get("removed_classes") or cifar_experiment.CLASSES)
+]
 
 
 if CIFAR:

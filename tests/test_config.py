@@ -237,3 +237,12 @@ def test_variant_seeds_must_name_a_permuted_mnist_variant():
     with pytest.raises(ConfigError, match=r"config key permuted_mnist.variant_seeds.used2_new1: 'used2_new1' names "
                                           r"no entry of permuted_mnist.variants"):
         validate_config(config)
+
+
+def test_cifar10_removed_classes_are_checked_against_the_ten_classes():
+    config = load_config(CONFIG / "config.yaml", CONFIG / "smoke.yaml")
+    assert config["cifar10"]["removed_classes"] == ["automobile", "cat", "dog", "truck"]
+    validate_config(config)
+    config["cifar10"]["removed_classes"] = ["cat", "kitten"]
+    with pytest.raises(ConfigError, match=r"cifar10\.removed_classes"):
+        validate_config(config)
