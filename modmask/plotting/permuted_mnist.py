@@ -65,7 +65,7 @@ def variant_figure(sharing: pd.DataFrame, layers: pd.DataFrame, accuracy: pd.Dat
     axes[2].set_xlabel("task (permutation)")
     axes[2].set_ylabel("test accuracy [%]")
     axes[2].set_title("accuracy after its own training")
-    axes[2].legend(fontsize=7, loc="lower left")
+    axes[2].legend(fontsize=7, loc="best")
     return finish(fig, axes, title)
 
 
