@@ -417,7 +417,9 @@ def test_missing_cifar_copy_stops_with_the_file_and_path_named(workflow, tmp_pat
 
 def test_download_setting_plans_the_checked_download(workflow, tmp_path):
     override = tmp_path / "download.yaml"
-    override.write_text(f"cifar10:\n  data:\n    download: true\n    download_dir: {tmp_path / 'cifar'}\n")
+    # cifar_dir (the session's converted copy) would take precedence over the download: unset it
+    override.write_text(f"cifar10:\n  data:\n    cifar_dir: null\n    download: true\n"
+                        f"    download_dir: {tmp_path / 'cifar'}\n")
     result = snakemake(workflow, "results/smoke/data/cifar10/cifar10.pt", "--dry-run", "--forceall",
                        extra_config=override)
     assert planned_jobs(result) == {"download_cifar10": 1, "cifar10_data": 1}
