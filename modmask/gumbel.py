@@ -280,8 +280,14 @@ def machine_compile_lock():
         yield
         return
     path = compile_lock_path()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = open(path, "a")
+    except OSError as error:  # a read-only or foreign folder: compile without the lock, do not fail
+        _log.warning("cannot open the kernel compile lock %s (%s); compiling without it", path, error)
+        yield
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
