@@ -39,7 +39,6 @@ import logging
 import os
 import platform
 import queue
-import re
 import resource
 import shutil
 import statistics
@@ -140,6 +139,7 @@ from modmask.experiments import mathematics as math_experiment  # noqa: E402
 from modmask.experiments import permuted_mnist as pm_experiment  # noqa: E402
 from modmask.experiments import scan as scan_experiment  # noqa: E402
 from modmask.masked_model import MaskedModel  # noqa: E402
+from modmask.progress import parse_job_stats  # noqa: E402
 from modmask.masks import MaskSelection, WeightMask  # noqa: E402
 from modmask.models import FNN, build_model  # noqa: E402
 from modmask.seq2seq import build_seq2seq  # noqa: E402
@@ -1108,14 +1108,7 @@ def dag_job_counts(config_path: Path, timeout: float = 300) -> dict[str, int] | 
     text = done.stdout + done.stderr
     if "Job stats:" not in text:
         return f"snakemake -n failed (exit {done.returncode}): {text[-300:]}"
-    counts = {}
-    for line in text.split("Job stats:", 1)[1].splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-        elif counts and line.strip().startswith("total"):
-            break
-    return counts
+    return parse_job_stats(text)
 
 
 def compare_with_dag(jobs: list[dict], untimed: dict, dag: dict[str, int]) -> dict:

@@ -122,10 +122,13 @@ def counter_uniform(keys: torch.Tensor, shape, dtype=torch.float32) -> torch.Ten
     return _all_uniform(keys, index, dtype)
 
 
-def _all_uniform(noise, index, dtype):
-    """Noise of all K samples at once, ``(K, *S)``: float noise as it is, counter keys hashed."""
+def _all_uniform(noise, index, dtype, like=None):
+    """Noise of all K samples at once, ``(K, *S)``: float noise as it is, counter keys hashed at the
+    element indices ``index`` (default: those of ``like``)."""
     if noise.dtype != torch.int32:
         return noise
+    if index is None:
+        index = _index(like)
     key_shape = (noise.shape[0],) + (1,) * index.dim()
     return _counter_uniform(index.unsqueeze(0), noise[:, 0].view(key_shape), noise[:, 1].view(key_shape), dtype)
 
@@ -234,32 +237,31 @@ def _joint_grad_kernel_t1(grad, weight, logits, noise, index=None):
 # ops per sample; for the small tensors that stay eager (biases) a few ops over (K, *S) are faster.
 
 def _eager_forward(weight, logits, noise):
-    index = _index(weight) if noise.dtype == torch.int32 else None
-    u = _all_uniform(noise, index, logits.dtype)
+    u = _all_uniform(noise, None, logits.dtype, like=weight)
     return torch.where(u > torch.sigmoid(-logits), weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
 
 
 def _eager_logit_grad_t1(grad, weight, logits, noise, index=None):
     p, q = torch.sigmoid(logits), torch.sigmoid(-logits)
-    u = _all_uniform(noise, _index(weight) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    u = _all_uniform(noise, index, logits.dtype, like=weight)
     d = q + (p - q) * u
     return (grad * (u * (1.0 - u) / (d * d))).sum(0) * (weight * p * q)
 
 
 def _eager_logit_grad(grad, weight, logits, noise, inv_temperature: float, index=None):
-    u = _all_uniform(noise, _index(weight) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    u = _all_uniform(noise, index, logits.dtype, like=weight)
     s = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) * inv_temperature)
     return (grad * (s * (1.0 - s))).sum(0) * weight * inv_temperature
 
 
 def _eager_weight_grad(grad, logits, noise, index=None):
-    u = _all_uniform(noise, _index(logits) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    u = _all_uniform(noise, index, logits.dtype, like=logits)
     return (grad * (u > torch.sigmoid(-logits)).to(grad.dtype)).sum(0)
 
 
 def _eager_joint_grad_t1(grad, weight, logits, noise, index=None):
     p, q = torch.sigmoid(logits), torch.sigmoid(-logits)
-    u = _all_uniform(noise, _index(weight) if index is None and noise.dtype == torch.int32 else index, logits.dtype)
+    u = _all_uniform(noise, index, logits.dtype, like=weight)
     d = q + (p - q) * u
     total_logit = (grad * (u * (1.0 - u) / (d * d))).sum(0)
     total_weight = (grad * (u > q).to(grad.dtype)).sum(0)
@@ -440,7 +442,8 @@ def sample_masked_weights(weight, logits, noise, temperature: float = 1.0, use_c
             raise ValueError("counter noise indexes elements with int32; parameter too large")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    use_compiled = use_compiled and (weight.dim() >= 2 or weight.numel() * noise.shape[0] >= COMPILE_MIN_PARAMETER_ELEMENTS)
+    small_vector = weight.dim() < 2 and weight.numel() * noise.shape[0] < COMPILE_MIN_PARAMETER_ELEMENTS
+    use_compiled = use_compiled and not small_vector
     return StraightThroughMask.apply(weight, logits, noise, float(temperature), use_compiled)
 
 

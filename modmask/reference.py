@@ -140,13 +140,7 @@ def export(experiment: str, results: str | Path, reference: str | Path, figures:
 def findings(experiment: str, results: str | Path) -> list[tuple[str, str, str]]:
     """The summary's findings of one experiment from a results tree (``results/<scale>`` or ``reference``)."""
     _experiment(experiment)
-    rows = []
-    for part in EXPERIMENTS[experiment][0]:
-        try:
-            rows += part(Path(results))
-        except FileNotFoundError:
-            continue
-    return rows
+    return summary.rows_of(EXPERIMENTS[experiment][0], results)
 
 
 def load_manifest(reference: str | Path, experiment: str) -> dict | None:

@@ -272,15 +272,22 @@ def mathematics_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def markdown(results: str | Path) -> str:
-    results = Path(results)
+PARTS = (addmul_rows, double_add_rows, sweep_rows, permuted_mnist_rows, scan_rows, cifar10_rows, mathematics_rows)
+
+
+def rows_of(parts, results: str | Path) -> list[tuple[str, str, str]]:
+    """The findings of ``parts`` whose tables exist under ``results`` (a part without them is left out)."""
     rows = []
-    for part in (addmul_rows, double_add_rows, sweep_rows, permuted_mnist_rows, scan_rows, cifar10_rows,
-                 mathematics_rows):
+    for part in parts:
         try:
-            rows += part(results)
+            rows += part(Path(results))
         except FileNotFoundError:
             continue
+    return rows
+
+
+def markdown(results: str | Path) -> str:
+    rows = rows_of(PARTS, results)
     lines = ["| finding | paper | ours (mean ± std over seeds) |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import pytest
 
 from local_data import copy_workflow, shared_data
 from modmask.io import load_torch
+from modmask.progress import parse_job_stats
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "config", "envs", "modmask"]
@@ -41,13 +42,7 @@ def snakemake(workdir: Path, *args: str, extra_config: Path | None = None, check
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     """Rule -> job count from the job-stats table of a dry run."""
-    text = result.stdout + result.stderr
-    counts = {}
-    for line in text.splitlines():
-        match = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
-        if match and match.group(1) != "total":
-            counts[match.group(1)] = int(match.group(2))
-    return counts
+    return parse_job_stats(result.stdout + result.stderr)
 
 
 @pytest.fixture(scope="module")
