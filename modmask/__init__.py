@@ -11,13 +11,43 @@ Typical use on your own model::
     out = run_with_mask(model, kept, x)       # the subnetwork
     out = run_with_mask(model, ~kept, x)      # its complement
 """
-from .masked_model import BatchNotDivisibleError, MaskedModel, run_with_mask
-from .masks import BinaryMask, MaskSelection, WeightMask
-from .metrics import iomin, iou, shared_fraction, sharing_table, weights_kept
-from .models import FNN, LSTM
-from .training import BatchSampler, TrainSettings, train_mask, train_network
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["BatchNotDivisibleError", "BatchSampler", "BinaryMask", "FNN", "LSTM", "MaskSelection", "MaskedModel",
-           "TrainSettings", "WeightMask", "iomin", "iou", "run_with_mask", "shared_fraction", "sharing_table",
-           "train_mask", "train_network", "weights_kept"]
+# Exported name -> the submodule defining it. Loaded on first access (PEP 562), so that importing one
+# submodule (``modmask.data.scan``) does not import torch and the mask engine, and so that a workflow
+# step's code version (modmask.code_versions) covers only the modules it really uses.
+LAZY_EXPORTS = {
+    "BatchNotDivisibleError": "masked_model",
+    "MaskedModel": "masked_model",
+    "run_with_mask": "masked_model",
+    "BinaryMask": "masks",
+    "MaskSelection": "masks",
+    "WeightMask": "masks",
+    "iomin": "metrics",
+    "iou": "metrics",
+    "shared_fraction": "metrics",
+    "sharing_table": "metrics",
+    "weights_kept": "metrics",
+    "FNN": "models",
+    "LSTM": "models",
+    "BatchSampler": "training",
+    "TrainSettings": "training",
+    "train_mask": "training",
+    "train_network": "training",
+}
+__all__ = sorted(LAZY_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in LAZY_EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{LAZY_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(LAZY_EXPORTS))

@@ -14,9 +14,8 @@ from .cnn import build_cnn
 from .config import network_spec, stage_settings
 from .data import cifar10 as cifar_data
 from .experiments import cifar10
-from .io import load_torch, save_torch, stable_hash, write_parquet
+from .io import load_torch, save_torch, stable_hash, with_provenance, write_parquet
 from .masks import WeightMask
-from .pipeline import with_provenance
 from .training import TrainSettings
 
 STAGE_BLOCKS = {"network": ("data", "arch", "pretrain"), "mask": ("data", "arch", "pretrain", "mask"),

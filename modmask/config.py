@@ -10,7 +10,7 @@ from typing import Iterator
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"  # shipped in the package (package-data)
 
 
 class ConfigError(ValueError):

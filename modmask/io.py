@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
 _UMASK_LOCK = threading.Lock()
 
 
@@ -182,6 +181,14 @@ def load_checkpoint(path, log: logging.Logger):
     return state
 
 
+def with_provenance(df: pd.DataFrame, provenance: dict) -> pd.DataFrame:
+    """``df`` with the provenance columns (seed, config hash, code version...) first."""
+    df = df.copy()
+    for key, value in reversed(list(provenance.items())):
+        df.insert(0, key, value)
+    return df
+
+
 def write_parquet(df: pd.DataFrame, path, metadata: dict | None = None) -> None:
     """Write a table atomically; ``metadata`` (JSON-serialisable) goes into the file's schema."""
     table = pa.Table.from_pandas(df, preserve_index=False)
@@ -249,22 +256,3 @@ def write_json(obj, path) -> None:
 def stable_hash(obj, length: int = 12) -> str:
     """Short hash of a JSON-serialisable object (key order does not matter)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
-def code_version(*modules: str, length: int = 12) -> str:
-    """Hash of the source of library modules (``"masked_model"``, ``"data"``...).
-
-    Rules put this into ``params`` so that editing the library code a rule uses re-runs that rule,
-    and only that rule: Snakemake does not see changes inside imported packages by itself.
-    A module name may be a subpackage; then all its ``.py`` files count.
-    """
-    digest = hashlib.sha256()
-    for module in sorted(set(modules)):
-        target = PACKAGE_ROOT / module.replace(".", "/")
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target.with_suffix(".py")]
-        if not files or not files[0].exists():
-            raise FileNotFoundError(f"no library module {module!r} under {PACKAGE_ROOT}")
-        for f in files:
-            digest.update(str(f.relative_to(PACKAGE_ROOT)).encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:length]

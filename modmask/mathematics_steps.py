@@ -24,9 +24,8 @@ import torch
 from .config import task_stage_settings
 from .data.vocab import Vocabulary
 from .experiments import mathematics
-from .io import load_torch, read_parquet, save_torch, stable_hash, write_parquet
+from .io import load_torch, read_parquet, save_torch, stable_hash, with_provenance, write_parquet
 from .masks import WeightMask
-from .pipeline import with_provenance
 from .seq2seq import Seq2Seq
 from .training import TrainSettings
 

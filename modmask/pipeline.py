@@ -2,49 +2,16 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
-import pandas as pd
-import torch
 
-from . import experiments, runtime
-from .devices import select_device
-from .io import load_torch, read_parquet, save_torch, write_parquet
+from . import experiments
+from .io import load_torch, read_parquet, save_torch, with_provenance, write_parquet
 from .masks import MaskSelection, WeightMask
 from .metrics import probability_histogram, sharing_table, weights_kept
 from .models import build_model, layer_label
 from .training import BatchSampler, TrainSettings, train_mask, train_network
 
 NETWORK_FORMAT = "modmask.Network/1"
-
-
-def start_job(log_file=None, seed: int = 0, threads: int | None = None, device: str = "cpu"):
-    """Logger, seeded RNGs, thread count, allocator and device for one job."""
-    log = runtime.get_logger("modmask", log_file)
-    runtime.set_threads(threads)
-    runtime.tune_cpu_allocator()
-    runtime.seed_everything(seed)
-    chosen = select_device(device)
-    log.info("device %s, %d threads, seed %d", chosen, torch.get_num_threads(), seed)
-    if os.environ.get("SLURM_JOB_ID"):  # which job and which of the node's GPUs SLURM gave it
-        log.info("SLURM job %s on %s, CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"],
-                 os.environ.get("SLURMD_NODENAME", "?"), os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
-    return log, chosen
-
-
-def with_provenance(df: pd.DataFrame, provenance: dict) -> pd.DataFrame:
-    df = df.copy()
-    for key, value in reversed(list(provenance.items())):
-        df.insert(0, key, value)
-    return df
-
-
-def generate_data(experiment: str, settings: dict, seed: int, out_path, log: logging.Logger) -> None:
-    exp = experiments.get(experiment)
-    df = exp.generate(settings, seed)
-    write_parquet(df, out_path, {"experiment": experiment, "settings": settings, "seed": seed})
-    log.info("wrote %d rows to %s", len(df), out_path)
 
 
 def load_network(path, device="cpu"):

@@ -1,4 +1,4 @@
-"""Process-level set-up for jobs: seeding, threads, logging, and the CPU allocator."""
+"""Process-level set-up for jobs: seeding, threads, logging, the CPU allocator and the device (start_job)."""
 from __future__ import annotations
 
 import ctypes
@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import torch
+
+from .devices import select_device
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -62,3 +64,17 @@ def get_logger(name: str = "modmask", log_file: str | os.PathLike | None = None)
         logger.addHandler(handler)
     logger.propagate = False
     return logger
+
+
+def start_job(log_file=None, seed: int = 0, threads: int | None = None, device: str = "cpu"):
+    """Logger, seeded RNGs, thread count, allocator and device for one job."""
+    log = get_logger("modmask", log_file)
+    set_threads(threads)
+    tune_cpu_allocator()
+    seed_everything(seed)
+    chosen = select_device(device)
+    log.info("device %s, %d threads, seed %d", chosen, torch.get_num_threads(), seed)
+    if os.environ.get("SLURM_JOB_ID"):  # which job and which of the node's GPUs SLURM gave it
+        log.info("SLURM job %s on %s, CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"],
+                 os.environ.get("SLURMD_NODENAME", "?"), os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
+    return log, chosen

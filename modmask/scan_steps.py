@@ -14,9 +14,8 @@ import torch
 
 from .config import network_spec, stage_settings
 from .experiments import scan
-from .io import load_torch, read_parquet, save_torch, stable_hash, write_parquet
+from .io import load_torch, read_parquet, save_torch, stable_hash, with_provenance, write_parquet
 from .masks import WeightMask
-from .pipeline import with_provenance
 from .training import TrainSettings
 
 STAGE_BLOCKS = {"network": ("data", "arch", "pretrain"), "mask": ("data", "arch", "pretrain", "mask"),

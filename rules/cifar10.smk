@@ -8,27 +8,6 @@ from modmask.experiments import cifar10 as cifar_experiment
 
 CIFAR = config.get("cifar10")
 CIFAR_TABLES = ["accuracy", "confusion"]
-_CIFAR_MODEL = (
-    "data.cifar10",
-    "data.mnist",
-    "experiments.cifar10",
-    "cifar_steps",
-    "cnn",
-    "config",
-    "training",
-    "masked_model",
-    "masks",
-    "gumbel",
-    "metrics",
-    "pipeline",
-    "io",
-)
-CIFAR_CODE = {
-    "data": code_version("data.cifar10", "data.mnist", "experiments.cifar10", "cifar_steps", "io"),
-    "network": code_version(*_CIFAR_MODEL),
-    "mask": code_version(*_CIFAR_MODEL),
-    "evaluate": code_version(*_CIFAR_MODEL),
-}
 CIFAR_DIR = f"{RESULTS}/cifar10/{{arch}}/seed{{seed}}"
 CIFAR_CACHE = f"{RESULTS}/data/cifar10/cifar10.pt"
 # the control mask and one removal mask per class of `removed_classes` (all ten unless the config lists some)
@@ -79,7 +58,7 @@ if CIFAR:
             **job_resources("generate_data"),
         params:
             settings=settings_json(CIFAR_DATA),
-            code=CIFAR_CODE["data"],
+            code=rule_code("cifar10_data.py"),
         script:
             "../scripts/cifar10_data.py"
 
@@ -99,8 +78,8 @@ if CIFAR:
         params:
             arch=lambda wc: settings_json(cifar_arch_spec(wc)),
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "pretrain")),
-            provenance=cifar_provenance("network"),
-            code=CIFAR_CODE["network"],
+            provenance=cifar_provenance("network", "cifar10_network.py"),
+            code=rule_code("cifar10_network.py"),
         script:
             "../scripts/cifar10_network.py"
 
@@ -119,8 +98,8 @@ if CIFAR:
             **job_resources("mask"),
         params:
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", mask="cifar_mask"),
-            code=CIFAR_CODE["mask"],
+            provenance=cifar_provenance("mask", "cifar10_mask.py", mask="cifar_mask"),
+            code=rule_code("cifar10_mask.py"),
         script:
             "../scripts/cifar10_mask.py"
 
@@ -140,8 +119,8 @@ if CIFAR:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=cifar_provenance("evaluate"),
-            code=CIFAR_CODE["evaluate"],
+            provenance=cifar_provenance("evaluate", "cifar10_evaluate.py"),
+            code=rule_code("cifar10_evaluate.py"),
         script:
             "../scripts/cifar10_evaluate.py"
 
@@ -161,8 +140,8 @@ if CIFAR:
             **job_resources("mask"),
         params:
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", pair="pair", mask_seed="mask_seed"),
-            code=CIFAR_CODE["mask"],
+            provenance=cifar_provenance("mask", "cifar10_stability_mask.py", pair="pair", mask_seed="mask_seed"),
+            code=rule_code("cifar10_stability_mask.py"),
         script:
             "../scripts/cifar10_stability_mask.py"
 
@@ -179,8 +158,8 @@ if CIFAR:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=cifar_provenance("evaluate"),
-            code=CIFAR_CODE["evaluate"],
+            provenance=cifar_provenance("evaluate", "cifar10_stability.py"),
+            code=rule_code("cifar10_stability.py"),
         script:
             "../scripts/cifar10_stability.py"
 
@@ -201,6 +180,8 @@ if CIFAR:
             "../envs/modmask.yaml"
         resources:
             **job_resources("collect"),
+        params:
+            code=rule_code("collect_table.py"),
         script:
             "../scripts/collect_table.py"
 
@@ -223,6 +204,6 @@ if CIFAR:
         resources:
             **job_resources("figures"),
         params:
-            code=figure_code("cifar10"),
+            code=rule_code("figures_cifar10.py"),
         script:
             "../scripts/figures_cifar10.py"

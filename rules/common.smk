@@ -3,30 +3,28 @@ import json
 
 from modmask import experiments
 
+from modmask.code_versions import code_version
 from modmask.config import network_spec, seeds, stage_settings, sweep_mask_settings, variant_seeds
-from modmask.io import code_version, stable_hash
+from modmask.io import stable_hash
 
 EXPERIMENTS = list(config["experiments"])
 # Every experiment's evaluation writes the same tables (their columns differ by experiment).
 TABLES = ["accuracy", "confusion", "layers", "sharing", "histogram"]
-# Library modules each stage runs; editing one re-runs the stages that use it and no others.
-# The data and experiment modules of these experiments, named one by one so that permuted MNIST's
-# (data.mnist, experiments.permuted_mnist; rules/permuted_mnist.smk) do not re-run them.
-STANDARD = (
-    "data.__init__",
-    "data.addmul",
-    "data.digits",
-    "data.double_add",
-    "experiments.__init__",
-    "experiments.addmul",
-    "experiments.double_add",
-)
-CODE = {
-    "data": code_version(*STANDARD, "io", "pipeline"),
-    "pretrain": code_version("models", "training", *STANDARD, "io", "pipeline"),
-    "mask": code_version("gumbel", "masks", "masked_model", "models", "training", *STANDARD, "io", "pipeline"),
-    "evaluate": code_version("masks", "masked_model", "metrics", "models", *STANDARD, "io", "pipeline"),
-}
+
+
+def rule_code(script, *modules):
+    """Code version of a rule that runs ``scripts/<script>``: the hash of the script and of every library
+    module it imports, directly or not (``modmask.code_versions``), so that editing a module re-runs
+    exactly the rules whose code imports it. ``modules`` names what the script loads by computed name;
+    ``{wildcard}`` in one makes the version a function of the job's wildcards."""
+    path = f"{workflow.basedir}/scripts/{script}"
+    if any("{" in module for module in modules):
+        return lambda wc: code_version(path, *(module.format(**dict(wc.items())) for module in modules))
+    return code_version(path, *modules)
+
+
+# The experiment module that ``experiments.get`` loads for a job of the experiment rules
+EXPERIMENT_MODULE = "experiments.{experiment}"
 
 
 def job_resources(stage):
@@ -41,11 +39,6 @@ def job_resources(stage):
         resources["cpus_per_task"] = block["cpus"]
     resources["gpu"] = 0 if config["device"] == "cpu" else block.get("gpu", 0)
     return resources
-
-
-def figure_code(plot_module):
-    """Code version of one figure rule: its plotting module and what that imports."""
-    return code_version(f"plotting.{plot_module}", "plotting.common", "metrics", "io")
 
 
 wildcard_constraints:
@@ -94,8 +87,9 @@ STAGE_BLOCKS = {
 }
 
 
-def provenance(wildcards, stage):
-    """Columns every table row carries, so each number traces back to its seed, config and code.
+def provenance(wildcards, stage, script):
+    """Columns every table row carries, so each number traces back to its seed, config and code
+    (``script``: what the rule runs, see ``rule_code``).
 
     The config hash covers only the settings the stage depends on, so a changed mask setting
     does not re-run pretraining.
@@ -117,7 +111,7 @@ def provenance(wildcards, stage):
         columns["variant"] = wildcards.variant
         columns["beta"] = blocks["mask"]["beta"]
     columns["config_hash"] = stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]})
-    columns["code_version"] = CODE[stage]
+    columns["code_version"] = rule_code(script, EXPERIMENT_MODULE)(wildcards)
     return columns
 
 
@@ -160,14 +154,14 @@ def scan_arch_spec(wildcards):
     return network_spec(config["scan"], wildcards.arch)
 
 
-def scan_provenance(stage, **columns):
-    """Provenance columns of a SCAN stage; ``columns`` maps extra column names to wildcard names."""
+def scan_provenance(stage, script, **columns):
+    """Provenance columns of a SCAN stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
     from modmask import scan_steps
 
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
         return scan_steps.provenance(
-            config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"], SCAN_CODE[stage], **extra
+            config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"], rule_code(script), **extra
         )
 
     return columns_for
@@ -188,14 +182,14 @@ def cifar_arch_spec(wildcards):
     return network_spec(config["cifar10"], wildcards.arch)
 
 
-def cifar_provenance(stage, **columns):
-    """Provenance columns of a CIFAR-10 stage; ``columns`` maps extra column names to wildcard names."""
+def cifar_provenance(stage, script, **columns):
+    """Provenance columns of a CIFAR-10 stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
     from modmask import cifar_steps
 
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
         return cifar_steps.provenance(
-            config["cifar10"], wildcards.arch, wildcards.seed, stage, config["scale"], CIFAR_CODE[stage], **extra
+            config["cifar10"], wildcards.arch, wildcards.seed, stage, config["scale"], rule_code(script), **extra
         )
 
     return columns_for
@@ -258,14 +252,14 @@ def math_stage_settings(wildcards, stage):
     return mathematics_steps.stage_settings(config["mathematics"], wildcards.task, stage)
 
 
-def math_provenance(stage, **columns):
-    """Provenance columns of a Mathematics stage; ``columns`` maps extra column names to wildcard names."""
+def math_provenance(stage, script, **columns):
+    """Provenance columns of a Mathematics stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
     from modmask import mathematics_steps
 
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
         return mathematics_steps.provenance(
-            config["mathematics"], wildcards.task, wildcards.seed, stage, config["scale"], MATH_CODE[stage], **extra
+            config["mathematics"], wildcards.task, wildcards.seed, stage, config["scale"], rule_code(script), **extra
         )
 
     return columns_for

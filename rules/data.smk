@@ -10,6 +10,6 @@ rule generate_data:
         **job_resources("generate_data"),
     params:
         settings=lambda wc: settings_json(experiment_config(wc).get("data", {})),
-        code=CODE["data"],
+        code=rule_code("generate_data.py", "data.{experiment}"),
     script:
         "../scripts/generate_data.py"

@@ -15,8 +15,8 @@ rule evaluate:
         **job_resources("evaluate"),
     params:
         tasks=variant_tasks,
-        provenance=lambda wc: provenance(wc, "evaluate"),
-        code=CODE["evaluate"],
+        provenance=lambda wc: provenance(wc, "evaluate", "evaluate.py"),
+        code=rule_code("evaluate.py", EXPERIMENT_MODULE),
     script:
         "../scripts/evaluate.py"
 
@@ -41,6 +41,8 @@ rule collect_table:
         "../envs/modmask.yaml"
     resources:
         **job_resources("collect"),
+    params:
+        code=rule_code("collect_table.py"),
     script:
         "../scripts/collect_table.py"
 
@@ -59,5 +61,7 @@ rule collect_sweep_table:
         "../envs/modmask.yaml"
     resources:
         **job_resources("collect"),
+    params:
+        code=rule_code("collect_table.py"),
     script:
         "../scripts/collect_table.py"

@@ -19,7 +19,7 @@ rule figures_experiment:
         **job_resources("figures"),
     params:
         scale=config["scale"],
-        code=lambda wc: figure_code(wc.experiment),
+        code=rule_code("figures_experiment.py", "plotting.{experiment}"),
     script:
         "../scripts/figures_experiment.py"
 
@@ -43,7 +43,7 @@ rule figures_sweeps:
     resources:
         **job_resources("figures"),
     params:
-        code=figure_code("sweeps"),
+        code=rule_code("figures_sweeps.py"),
     script:
         "../scripts/figures_sweeps.py"
 
@@ -67,7 +67,7 @@ rule figures_histogram:
     resources:
         **job_resources("figures"),
     params:
-        code=figure_code("histogram"),
+        code=rule_code("figures_histogram.py"),
     script:
         "../scripts/figures_histogram.py"
 
@@ -94,7 +94,7 @@ rule summary:
     resources:
         **job_resources("figures"),
     params:
-        code=code_version("summary", "metrics", "plotting.cifar10", "plotting.mathematics"),
+        code=rule_code("summary.py"),
     script:
         "../scripts/summary.py"
 
@@ -122,5 +122,7 @@ rule figures_all:
         "../envs/modmask.yaml"
     resources:
         **job_resources("figures"),
+    params:
+        code=rule_code("figures_index.py"),
     script:
         "../scripts/figures_index.py"

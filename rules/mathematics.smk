@@ -11,7 +11,6 @@
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 MATH = config.get("mathematics")
-MATH_CODE = {"data": code_version("data.mathematics", "data.vocab", "io")}
 MATH_VENV = ".snakemake/venvs/mathematics"
 MATH_ENV_MARKER = f"{MATH_VENV}.json"  # written last: the environment is complete
 MATH_SHARD_SCRIPT = f"{workflow.basedir}/scripts/mathematics_generate_shard.py"
@@ -108,7 +107,7 @@ if MATH:
             **job_resources("generate_data"),
         params:
             settings=settings_json(math_data.data_settings(MATH_DATA)),
-            code=MATH_CODE["data"],
+            code=rule_code("mathematics_data.py"),
         script:
             "../scripts/mathematics_data.py"
 
@@ -121,22 +120,6 @@ if MATH:
 # The experiment: per (task, seed), a Transformer trained on every level, masks on its frozen weights
 # trained on every level (`control`) and on the easy level only (`easy`), one evaluation job scoring
 # the network and both masks on each level's test set (Fig. 5 reads hard).
-_MATH_MODEL = (
-    "data.mathematics",
-    "data.vocab",
-    "experiments.mathematics",
-    "experiments.scan",
-    "mathematics_steps",
-    "seq2seq",
-    "config",
-    "training",
-    "masked_model",
-    "masks",
-    "gumbel",
-    "pipeline",
-    "io",
-)
-MATH_CODE.update({stage: code_version(*_MATH_MODEL) for stage in ("network", "mask", "evaluate")})
 MATH_RUN = f"{RESULTS}/mathematics/{{task}}/seed{{seed}}"
 
 
@@ -162,8 +145,8 @@ if MATH:
         params:
             arch=settings_json(MATH.get("network", {})),
             settings=lambda wc: settings_json(math_stage_settings(wc, "pretrain")),
-            provenance=math_provenance("network"),
-            code=MATH_CODE["network"],
+            provenance=math_provenance("network", "mathematics_network.py"),
+            code=rule_code("mathematics_network.py"),
         script:
             "../scripts/mathematics_network.py"
 
@@ -183,8 +166,8 @@ if MATH:
             **job_resources("mask"),
         params:
             settings=lambda wc: settings_json(math_stage_settings(wc, "mask")),
-            provenance=math_provenance("mask", mask="math_mask"),
-            code=MATH_CODE["mask"],
+            provenance=math_provenance("mask", "mathematics_mask.py", mask="math_mask"),
+            code=rule_code("mathematics_mask.py"),
         script:
             "../scripts/mathematics_mask.py"
 
@@ -206,8 +189,8 @@ if MATH:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=math_provenance("evaluate"),
-            code=MATH_CODE["evaluate"],
+            provenance=math_provenance("evaluate", "mathematics_evaluate.py"),
+            code=rule_code("mathematics_evaluate.py"),
         script:
             "../scripts/mathematics_evaluate.py"
 
@@ -230,6 +213,8 @@ if MATH:
             "../envs/modmask.yaml"
         resources:
             **job_resources("collect"),
+        params:
+            code=rule_code("collect_table.py"),
         script:
             "../scripts/collect_table.py"
 
@@ -252,6 +237,6 @@ if MATH:
         resources:
             **job_resources("figures"),
         params:
-            code=figure_code("mathematics"),
+            code=rule_code("figures_mathematics.py"),
         script:
             "../scripts/figures_mathematics.py"

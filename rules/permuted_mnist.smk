@@ -9,21 +9,6 @@ from modmask.data import mnist as mnist_data
 
 PM = config.get("permuted_mnist")
 PM_TABLES = ["sharing", "layers", "accuracy"]
-PM_CODE = {
-    "run": code_version(
-        "data.mnist",
-        "experiments.permuted_mnist",
-        "transfer",
-        "training",
-        "gumbel",
-        "masks",
-        "masked_model",
-        "models",
-        "metrics",
-        "io",
-    ),
-    "tables": code_version("experiments.permuted_mnist", "transfer", "io"),
-}
 
 
 if PM:
@@ -46,8 +31,10 @@ if PM:
             **job_resources("mask"),
         params:
             settings=lambda wc: settings_json(transfer.run_settings(PM, wc.pm_variant)),
-            provenance=lambda wc: transfer.provenance(PM, wc.pm_variant, wc.seed, config["scale"], PM_CODE["run"]),
-            code=PM_CODE["run"],
+            provenance=lambda wc: transfer.provenance(
+                PM, wc.pm_variant, wc.seed, config["scale"], rule_code("permuted_mnist_run.py")
+            ),
+            code=rule_code("permuted_mnist_run.py"),
         script:
             "../scripts/permuted_mnist_run.py"
 
@@ -64,7 +51,7 @@ if PM:
         resources:
             **job_resources("collect"),
         params:
-            code=PM_CODE["tables"],
+            code=rule_code("permuted_mnist_tables.py"),
         script:
             "../scripts/permuted_mnist_tables.py"
 
@@ -87,7 +74,7 @@ if PM:
         resources:
             **job_resources("figures"),
         params:
-            code=figure_code("permuted_mnist"),
+            code=rule_code("figures_permuted_mnist.py"),
         script:
             "../scripts/figures_permuted_mnist.py"
 

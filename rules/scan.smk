@@ -9,26 +9,6 @@ from modmask.experiments import scan as scan_experiment
 
 SCAN = config.get("scan")
 SCAN_TABLES = ["accuracy", "output_weights"]
-_SCAN_MODEL = (
-    "data.scan",
-    "data.vocab",
-    "experiments.scan",
-    "scan_steps",
-    "seq2seq",
-    "config",
-    "training",
-    "masked_model",
-    "masks",
-    "gumbel",
-    "pipeline",
-    "io",
-)
-SCAN_CODE = {
-    "data": code_version("data.scan", "io"),
-    "network": code_version(*_SCAN_MODEL),
-    "mask": code_version(*_SCAN_MODEL),
-    "evaluate": code_version(*_SCAN_MODEL, "metrics"),
-}
 SCAN_DIR = f"{RESULTS}/scan/{{arch}}/seed{{seed}}"
 
 
@@ -50,7 +30,7 @@ if SCAN:
             **job_resources("generate_data"),
         params:
             settings=settings_json(SCAN["data"]),
-            code=SCAN_CODE["data"],
+            code=rule_code("scan_split.py"),
         script:
             "../scripts/scan_split.py"
 
@@ -75,8 +55,8 @@ if SCAN:
         params:
             arch=lambda wc: settings_json(scan_arch_spec(wc)),
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "pretrain")),
-            provenance=scan_provenance("network", trained_on="split"),
-            code=SCAN_CODE["network"],
+            provenance=scan_provenance("network", "scan_network.py", trained_on="split"),
+            code=rule_code("scan_network.py"),
         script:
             "../scripts/scan_network.py"
 
@@ -96,8 +76,8 @@ if SCAN:
             **job_resources("mask"),
         params:
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "mask")),
-            provenance=scan_provenance("mask", mask="split"),
-            code=SCAN_CODE["mask"],
+            provenance=scan_provenance("mask", "scan_mask.py", mask="split"),
+            code=rule_code("scan_mask.py"),
         script:
             "../scripts/scan_mask.py"
 
@@ -123,8 +103,8 @@ if SCAN:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=scan_provenance("evaluate"),
-            code=SCAN_CODE["evaluate"],
+            provenance=scan_provenance("evaluate", "scan_evaluate.py"),
+            code=rule_code("scan_evaluate.py"),
         script:
             "../scripts/scan_evaluate.py"
 
@@ -145,6 +125,8 @@ if SCAN:
             "../envs/modmask.yaml"
         resources:
             **job_resources("collect"),
+        params:
+            code=rule_code("collect_table.py"),
         script:
             "../scripts/collect_table.py"
 
@@ -168,6 +150,6 @@ if SCAN:
         resources:
             **job_resources("figures"),
         params:
-            code=figure_code("scan"),
+            code=rule_code("figures_scan.py"),
         script:
             "../scripts/figures_scan.py"

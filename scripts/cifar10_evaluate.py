@@ -3,9 +3,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
-from modmask import cifar_steps, pipeline  # noqa: E402
+from modmask import cifar_steps, runtime  # noqa: E402
 
-log, device = pipeline.start_job(snakemake.log[0], int(snakemake.wildcards.seed), snakemake.threads,
+log, device = runtime.start_job(snakemake.log[0], int(snakemake.wildcards.seed), snakemake.threads,
                                  snakemake.config["device"])
 masks = {Path(p).stem[len("mask_"):]: p for p in snakemake.input.masks}
 cifar_steps.evaluate(snakemake.input.network, masks, snakemake.input.data, device,

@@ -3,7 +3,7 @@ import json
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
-from modmask import cifar_steps, pipeline  # noqa: E402
+from modmask import cifar_steps, runtime  # noqa: E402
 from modmask.experiments import cifar10  # noqa: E402
 
 seed = int(snakemake.wildcards.seed)
@@ -11,7 +11,7 @@ name = snakemake.wildcards.cifar_mask
 removed = () if name == cifar10.CONTROL else (name[len("without_"):],)
 # Each mask gets its own noise and batch stream: the control seed*1000, class c seed*1000 + c + 1.
 mask_seed = seed * 1000 + (cifar10.class_index(removed[0]) + 1 if removed else 0)
-log, device = pipeline.start_job(snakemake.log[0], mask_seed, snakemake.threads, snakemake.config["device"])
+log, device = runtime.start_job(snakemake.log[0], mask_seed, snakemake.threads, snakemake.config["device"])
 cifar_steps.train_mask(json.loads(snakemake.params.settings), snakemake.input.network, snakemake.input.data, removed,
                        mask_seed, device, snakemake.output.mask, log, dict(snakemake.params.provenance),
                        control_path=snakemake.input.get("control"),

@@ -3,11 +3,11 @@ import json
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
-from modmask import mathematics_steps, pipeline  # noqa: E402
+from modmask import mathematics_steps, runtime  # noqa: E402
 
 seed = int(snakemake.wildcards.seed)
 subset = snakemake.wildcards.math_mask
-log, device = pipeline.start_job(snakemake.log[0], seed, snakemake.threads, snakemake.config["device"])
+log, device = runtime.start_job(snakemake.log[0], seed, snakemake.threads, snakemake.config["device"])
 # Each mask gets its own noise and batch stream, derived from the run's seed.
 mask_seed = seed * 1000 + sum(map(ord, subset))
 mathematics_steps.train_mask(json.loads(snakemake.params.settings), subset, snakemake.input.network,

@@ -3,10 +3,10 @@ import json
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
-from modmask import pipeline, transfer  # noqa: E402
+from modmask import runtime, transfer  # noqa: E402
 
 seed = int(snakemake.wildcards.seed)
-log, device = pipeline.start_job(snakemake.log[0], seed, snakemake.threads, snakemake.config["device"])
+log, device = runtime.start_job(snakemake.log[0], seed, snakemake.threads, snakemake.config["device"])
 # the run's settings, and where MNIST lies (not part of the settings: it does not change the results)
 block = {**json.loads(snakemake.params.settings), "data": snakemake.config["permuted_mnist"]["data"]}
 transfer.permuted_mnist_run(block, snakemake.wildcards.pm_variant, seed, device, snakemake.output.run, log,

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modmask.config import ConfigError, deep_merge, load_config, network_spec, seeds, stage_settings, validate_config
+from modmask.config import (SCHEMA_PATH, ConfigError, deep_merge, load_config, network_spec, seeds, stage_settings,
+                            validate_config)
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -73,7 +74,7 @@ def test_deep_merge_replaces_lists_and_merges_dicts():
 
 
 def test_schema_declares_2020_12():
-    schema = yaml.safe_load((CONFIG / "schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 

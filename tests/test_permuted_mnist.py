@@ -3,7 +3,6 @@ mask init variants, the sharing metric, and resuming a killed run."""
 import gzip
 import hashlib
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -141,6 +141,37 @@ def test_changing_plotting_code_reruns_only_figures(workflow):
         plotting.write_text(original)
 
 
+def rule_of(workdir: Path, output: str) -> str:
+    """The rule that wrote ``output``, from Snakemake's metadata of the run."""
+    import base64
+    import json
+
+    name = base64.urlsafe_b64encode(output.encode()).decode()
+    return json.loads((workdir / ".snakemake" / "metadata" / name).read_text())["rule"]
+
+
+@pytest.mark.parametrize("module, rules, only_under", [
+    # data.addmul: the add/mul data set and what its experiment module trains and scores (main runs and
+    # sweeps), not double addition's jobs of the same rules
+    ("data/addmul.py", {"generate_data", "pretrain", "train_mask", "evaluate"}, "addmul"),
+    # the CNNs: every CIFAR-10 job whose code imports them (cifar_steps, imported by the data job too)
+    ("cnn.py", {"cifar10_data", "cifar10_network", "cifar10_mask", "cifar10_evaluate", "cifar10_stability_mask",
+                "cifar10_stability"}, "cifar10"),
+    ("plotting/scan.py", {"figures_scan"}, "scan"),
+])
+def test_editing_a_module_reruns_exactly_the_rules_whose_code_imports_it(workflow, module, rules, only_under):
+    path = workflow / "modmask" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        changed = snakemake(workflow, "--list-changes", "params").stdout.split()
+    finally:
+        path.write_text(original)
+    changed = [f for f in changed if f.startswith("results/") or f.startswith("figures/")]
+    assert changed and {rule_of(workflow, f) for f in changed} == rules, changed
+    assert all(only_under in f for f in changed), changed
+
+
 def test_bad_config_stops_with_the_key_named(workflow, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiments:\n  addmul:\n    mask:\n      lr: -0.5\n")

@@ -17,6 +17,11 @@ INPUT_SIZE = 42
 OUTPUT_SIZE = 20
 
 
+def generate_table(settings: dict, seed: int) -> pd.DataFrame:
+    """The data set from the experiment's ``data`` config block."""
+    return generate(settings.get("heldout_fraction", 0.0), seed)
+
+
 def generate(heldout_fraction: float = 0.0, seed: int = 0) -> pd.DataFrame:
     """Every problem once, with a ``split`` column: ``train`` or ``heldout``."""
     a, b = np.meshgrid(np.arange(100), np.arange(100), indexing="ij")

@@ -18,6 +18,11 @@ PAIR_INPUT = 40   # input units per pair
 PAIR_OUTPUT = 20  # output units per pair
 
 
+def generate_table(settings: dict, seed: int) -> pd.DataFrame:
+    """The data set from the experiment's ``data`` config block."""
+    return generate(int(settings.get("train_size", 200000)), int(settings.get("test_size", 10000)), seed)
+
+
 def generate(train_size: int, test_size: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n = train_size + test_size

@@ -20,8 +20,7 @@ OUTCOMES = ("add_result", "mul_result", "neither")
 loss = digit_loss
 
 
-def generate(settings: dict, seed: int) -> pd.DataFrame:
-    return data.generate(settings.get("heldout_fraction", 0.0), seed)
+generate = data.generate_table
 
 
 def training_tensors(df: pd.DataFrame, task: str) -> list[torch.Tensor]:

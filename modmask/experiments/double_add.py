@@ -27,8 +27,7 @@ SHARING_TASKS = ("pair1", "pair2")
 PAIRS = (1, 2)
 
 
-def generate(settings: dict, seed: int) -> pd.DataFrame:
-    return data.generate(int(settings.get("train_size", 200000)), int(settings.get("test_size", 10000)), seed)
+generate = data.generate_table
 
 
 def training_tensors(df: pd.DataFrame, task: str) -> list[torch.Tensor]:
