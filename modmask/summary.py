@@ -228,11 +228,11 @@ CIFAR_SEMANTIC = ("cat", "dog", "automobile", "truck", "airplane")
 
 
 def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
-    from .plotting import cifar10 as cifar_plots
+    from .analysis import cifar10 as cifar_numbers
 
-    accuracy = _table(results, "cifar10/accuracy", cifar_plots.ACCURACY_COLUMNS)
-    confusion = _table(results, "cifar10/confusion", cifar_plots.CONFUSION_COLUMNS)
-    drops = cifar_plots.class_drops(accuracy)
+    accuracy = _table(results, "cifar10/accuracy", cifar_numbers.ACCURACY_COLUMNS)
+    confusion = _table(results, "cifar10/confusion", cifar_numbers.CONFUSION_COLUMNS)
+    drops = cifar_numbers.class_drops(accuracy)
     rows = []
     for arch in dict.fromkeys(drops["arch"]):
         d = drops[drops["arch"] == arch]
@@ -244,7 +244,7 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
                      _ms(own.groupby("seed")["drop"].mean(), True)))
         rows.append((f"CIFAR-10 {arch}: largest drop of another class / drop of the removed class, mean over "
                      "classes (Fig. 6b)", "well below 1", _ms(ratio, False, 2)))
-        top = cifar_plots.largest_confusions(confusion, arch, k=1).set_index("removed_class")
+        top = cifar_numbers.largest_confusions(confusion, arch, k=1).set_index("removed_class")
         parts = [f"{c} → {top.loc[c, 'predicted_class']} (+{top.loc[c, 'increase'] * 100:.0f} pp)"
                  for c in CIFAR_SEMANTIC if c in top.index]
         rows.append((f"CIFAR-10 {arch}: where the removed class's images go (largest confusion increase)",
@@ -258,7 +258,7 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
 
 
 def mathematics_rows(results: Path) -> list[tuple[str, str, str]]:
-    from .plotting.mathematics import task_label
+    from .analysis.mathematics import task_label
 
     accuracy = _table(results, "mathematics/accuracy", ("task", "seed", "mask", "test_level", "accuracy"))
     hard = accuracy[accuracy["test_level"] == "hard"]

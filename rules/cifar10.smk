@@ -17,6 +17,73 @@ CIFAR_MASKS = [cifar_experiment.CONTROL] + [
 ]
 
 
+def cifar_arch_spec(wildcards):
+    """The CNN settings of one CIFAR-10 architecture."""
+    return network_spec(config["cifar10"], wildcards.arch)
+
+
+def cifar_provenance(stage, script, **columns):
+    """Provenance columns of a CIFAR-10 stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
+    from modmask import cifar_steps
+
+    def columns_for(wildcards):
+        extra = {k: getattr(wildcards, v) for k, v in columns.items()}
+        return cifar_steps.provenance(
+            config["cifar10"], wildcards.arch, wildcards.seed, stage, config["scale"], rule_code(script), **extra
+        )
+
+    return columns_for
+
+
+def cifar_source_inputs():
+    """What the data cache is made from: the batch files of an existing copy (so that a missing one is
+    named before anything runs), the download rule's folder, or the shared JPEG archive."""
+    from modmask.data import cifar10 as cifar_data
+
+    data = config["cifar10"]["data"]
+    if data.get("cifar_dir"):
+        folder = cifar_data.batches_dir(data["cifar_dir"])
+        return [f"{folder}/{name}" for name in (*cifar_data.TRAIN_FILES, *cifar_data.TEST_FILES)]
+    return [CIFAR_SOURCE[1]]
+
+
+def cifar_mask_inputs(wildcards):
+    """A removal mask also needs the control mask, whose output layer it keeps."""
+    inputs = {"data": CIFAR_CACHE, "network": f"{RESULTS}/cifar10/{wildcards.arch}/seed{wildcards.seed}/network.pt"}
+    if wildcards.cifar_mask != "control":
+        inputs["control"] = f"{RESULTS}/cifar10/{wildcards.arch}/seed{wildcards.seed}/mask_control.pt"
+    return inputs
+
+
+def cifar_pairs(seed):
+    """The random class pairs of the stability study for one network (drawn from its seed)."""
+    from modmask.cifar_steps import pair_name
+    from modmask.experiments.cifar10 import class_pairs
+
+    return [pair_name(p) for p in class_pairs(config["cifar10"]["stability"]["pairs"], int(seed))]
+
+
+def cifar_stability_inputs(wildcards):
+    """Both masks of every class pair of one network: ``<pair>_mask0.pt`` and ``<pair>_mask1.pt``."""
+    base = f"{RESULTS}/cifar10/{wildcards.arch}/seed{wildcards.seed}/stability"
+    return [f"{base}/{pair}_mask{s}.pt" for pair in cifar_pairs(wildcards.seed) for s in (0, 1)]
+
+
+def cifar_table_inputs(table):
+    """Per-run files of one CIFAR-10 table: every (architecture, seed), or the stability networks."""
+    block = config["cifar10"]
+    if table == "stability":
+        arch = block["stability"]["architecture"]
+        return [
+            f"{RESULTS}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(block["stability"]["networks"])
+        ]
+    return [
+        f"{RESULTS}/cifar10/{arch}/seed{seed}/{table}.parquet"
+        for arch in block["architectures"]
+        for seed in seeds(block)
+    ]
+
+
 if CIFAR:
     from modmask import cifar_steps
 

@@ -123,6 +123,26 @@ if MATH:
 MATH_RUN = f"{RESULTS}/mathematics/{{task}}/seed{{seed}}"
 
 
+def math_stage_settings(wildcards, stage):
+    """A task's ``pretrain`` or ``mask`` settings (the task's overrides merged in)."""
+    from modmask import mathematics_steps
+
+    return mathematics_steps.stage_settings(config["mathematics"], wildcards.task, stage)
+
+
+def math_provenance(stage, script, **columns):
+    """Provenance columns of a Mathematics stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
+    from modmask import mathematics_steps
+
+    def columns_for(wildcards):
+        extra = {k: getattr(wildcards, v) for k, v in columns.items()}
+        return mathematics_steps.provenance(
+            config["mathematics"], wildcards.task, wildcards.seed, stage, config["scale"], rule_code(script), **extra
+        )
+
+    return columns_for
+
+
 if MATH:
     from modmask.experiments import mathematics as math_experiment
 

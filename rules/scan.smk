@@ -12,6 +12,33 @@ SCAN_TABLES = ["accuracy", "output_weights"]
 SCAN_DIR = f"{RESULTS}/scan/{{arch}}/seed{{seed}}"
 
 
+def scan_arch_spec(wildcards):
+    """The network settings of one SCAN architecture."""
+    return network_spec(config["scan"], wildcards.arch)
+
+
+def scan_provenance(stage, script, **columns):
+    """Provenance columns of a SCAN stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
+    from modmask import scan_steps
+
+    def columns_for(wildcards):
+        extra = {k: getattr(wildcards, v) for k, v in columns.items()}
+        return scan_steps.provenance(
+            config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"], rule_code(script), **extra
+        )
+
+    return columns_for
+
+
+def scan_runs():
+    """Folders of every SCAN (architecture, seed) run."""
+    return [
+        f"{RESULTS}/scan/{arch}/seed{seed}"
+        for arch in config["scan"]["architectures"]
+        for seed in seeds(config["scan"])
+    ]
+
+
 if SCAN:
 
     wildcard_constraints:

@@ -3,7 +3,8 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow
 from modmask.io import read_table  # noqa: E402
-from modmask.plotting.mathematics import COLUMNS, build_all  # noqa: E402
+from modmask.analysis.mathematics import COLUMNS  # noqa: E402
+from modmask.plotting.mathematics import build_all  # noqa: E402
 from modmask.runtime import get_logger  # noqa: E402
 
 log = get_logger("modmask", snakemake.log[0])

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from frames import cell
+from modmask.analysis import cifar10 as cifar10_numbers
 from modmask.plotting import cifar10
 
-CLASSES = list(cifar10.CLASSES)
+CLASSES = list(cifar10_numbers.CLASSES)
 ARCHS = ["resnet", "simple_cnn", "simple_cnn_nodrop"]  # resnet rows first: figures must still use the paper order
 SEEDS = [3, 7]
 PROVENANCE = {"experiment": "cifar10", "scale": "smoke", "config_hash": "abc123", "code_version": "v0"}
@@ -96,7 +97,7 @@ def tables(base_tables):
 # ---- Fig. 6 numbers -------------------------------------------------------------------------------
 
 def test_removed_class_drop_is_the_relative_drop_per_seed_then_mean_and_std(tables):
-    stats = cifar10.removed_class_drop(tables["accuracy"])
+    stats = cifar10_numbers.removed_class_drop(tables["accuracy"])
     assert list(stats.columns) == ["arch", "removed_class", "mean", "std", "n"]
     assert list(dict.fromkeys(stats["arch"])) == ["simple_cnn", "simple_cnn_nodrop", "resnet"]  # paper order
     assert list(dict.fromkeys(stats["removed_class"])) == CLASSES  # label order
@@ -110,10 +111,10 @@ def test_removed_class_drop_is_the_relative_drop_per_seed_then_mean_and_std(tabl
 
 
 def test_removed_class_drop_overall_is_the_mean_over_classes_then_over_seeds(tables):
-    stats = cifar10.removed_class_drop(tables["accuracy"], overall=True)
+    stats = cifar10_numbers.removed_class_drop(tables["accuracy"], overall=True)
     assert len(stats) == 3 * 11
-    assert list(stats.loc[stats["arch"] == "simple_cnn", "removed_class"]) == CLASSES + [cifar10.ALL_CLASSES]
-    row = cell(stats, arch="simple_cnn", removed_class=cifar10.ALL_CLASSES)
+    assert list(stats.loc[stats["arch"] == "simple_cnn", "removed_class"]) == CLASSES + [cifar10_numbers.ALL_CLASSES]
+    row = cell(stats, arch="simple_cnn", removed_class=cifar10_numbers.ALL_CLASSES)
     assert (row["mean"], row["std"], row["n"]) == pytest.approx((0.625, 0.25 / math.sqrt(2), 2))
 
 
@@ -121,16 +122,16 @@ def test_removed_class_drop_pairs_each_mask_with_the_control_of_its_own_seed(tab
     accuracy = tables["accuracy"]
     # seed 7's control of simple_cnn gone: only seed 3's drop (0.75) is left
     gone = (accuracy["arch"] == "simple_cnn") & (accuracy["seed"] == 7) & (accuracy["mask"] == "control")
-    row = cell(cifar10.removed_class_drop(accuracy[~gone]), arch="simple_cnn", removed_class="cat")
+    row = cell(cifar10_numbers.removed_class_drop(accuracy[~gone]), arch="simple_cnn", removed_class="cat")
     assert (row["mean"], row["std"], row["n"]) == pytest.approx((0.75, 0.0, 1))
     # no run at all of a class: NaN and n 0, not an exception
     gone = (accuracy["arch"] == "resnet") & (accuracy["mask"] == "without_dog")
-    row = cell(cifar10.removed_class_drop(accuracy[~gone]), arch="resnet", removed_class="dog")
+    row = cell(cifar10_numbers.removed_class_drop(accuracy[~gone]), arch="resnet", removed_class="dog")
     assert math.isnan(row["mean"]) and math.isnan(row["std"]) and row["n"] == 0
 
 
 def test_other_class_drop_ratio_is_hand_computed(tables):
-    stats = cifar10.other_class_drop_ratio(tables["accuracy"])
+    stats = cifar10_numbers.other_class_drop_ratio(tables["accuracy"])
     assert list(stats.columns) == ["arch", "removed_class", "worst_class", "mean", "std", "n"]
     assert len(stats) == 3 * 10
     # without cat: dog drops by 0.1 / 0.8 and 0.2 / 0.8; cat by 0.75 and 0.5 -> ratios 1/6 and 1/2
@@ -154,26 +155,26 @@ def test_other_class_drop_ratio_is_nan_where_removal_did_not_hurt(tables):
     # the mask without frog leaves frog at its control accuracy in every seed of simple_cnn
     pick = (accuracy["arch"] == "simple_cnn") & (accuracy["mask"] == "without_frog") & (accuracy["class"] == "frog")
     accuracy.loc[pick, "accuracy"] = CONTROL_ACCURACY
-    row = cell(cifar10.other_class_drop_ratio(accuracy), arch="simple_cnn", removed_class="frog")
+    row = cell(cifar10_numbers.other_class_drop_ratio(accuracy), arch="simple_cnn", removed_class="frog")
     assert math.isnan(row["mean"]) and row["n"] == 0
 
 
 # ---- confusion numbers ----------------------------------------------------------------------------
 
 def test_confusion_matrix_is_the_mean_over_seeds_with_true_class_rows(tables):
-    matrix = cifar10.confusion_matrix(tables["confusion"], "simple_cnn", "control")
+    matrix = cifar10_numbers.confusion_matrix(tables["confusion"], "simple_cnn", "control")
     assert matrix.shape == (10, 10)
     assert list(matrix.index) == CLASSES and list(matrix.columns) == CLASSES
     expected = np.eye(10) * 0.85 + np.roll(np.eye(10), 1, axis=1) * 0.15  # (0.8, 0.9) right, (0.2, 0.1) to the next
     np.testing.assert_allclose(matrix.to_numpy(), expected)
-    resnet = cifar10.confusion_matrix(tables["confusion"], "resnet", "control")
+    resnet = cifar10_numbers.confusion_matrix(tables["confusion"], "resnet", "control")
     np.testing.assert_allclose(resnet.to_numpy(), np.eye(10))
     with pytest.raises(ValueError, match="no rows for arch 'vgg'"):
-        cifar10.confusion_matrix(tables["confusion"], "vgg", "control")
+        cifar10_numbers.confusion_matrix(tables["confusion"], "vgg", "control")
 
 
 def test_confusion_difference_moves_the_removed_row_only(tables):
-    diff = cifar10.confusion_difference(tables["confusion"], "simple_cnn", "cat")
+    diff = cifar10_numbers.confusion_difference(tables["confusion"], "simple_cnn", "cat")
     assert diff.shape == (10, 10) and list(diff.index) == CLASSES
     expected = np.zeros((10, 10))
     cat, dog, ship = CLASSES.index("cat"), CLASSES.index("dog"), CLASSES.index("ship")
@@ -185,22 +186,22 @@ def test_confusion_difference_moves_the_removed_row_only(tables):
 def test_confusion_difference_pairs_seeds(tables):
     confusion = tables["confusion"]
     gone = (confusion["arch"] == "simple_cnn") & (confusion["mask"] == "without_cat") & (confusion["seed"] == 7)
-    diff = cifar10.confusion_difference(confusion[~gone], "simple_cnn", "cat")  # seed 3 only, also for the control
+    diff = cifar10_numbers.confusion_difference(confusion[~gone], "simple_cnn", "cat")  # seed 3 only, also for the control
     assert diff.loc["cat", "cat"] == pytest.approx(-0.6) and diff.loc["cat", "dog"] == pytest.approx(0.6)
     assert diff.loc["cat", "deer"] == pytest.approx(0.0)  # seed 3's control sends 0.2 to deer, so does the mask
     all_gone = (confusion["arch"] == "simple_cnn") & (confusion["mask"] == "without_cat")
     with pytest.raises(ValueError, match="without_cat"):
-        cifar10.confusion_difference(confusion[~all_gone], "simple_cnn", "cat")
+        cifar10_numbers.confusion_difference(confusion[~all_gone], "simple_cnn", "cat")
 
 
 def test_largest_confusions_says_where_the_removed_class_goes(tables):
-    top = cifar10.largest_confusions(tables["confusion"], "simple_cnn", k=3)
+    top = cifar10_numbers.largest_confusions(tables["confusion"], "simple_cnn", k=3)
     assert list(top.columns) == ["arch", "removed_class", "predicted_class", "increase"]
     assert list(dict.fromkeys(top["removed_class"])) == CLASSES
     cat = top[top["removed_class"] == "cat"]
     assert list(cat["predicted_class"]) == ["dog", "ship"]  # only two positive entries, the diagonal excluded
     np.testing.assert_allclose(cat["increase"], [0.45, 0.10])
-    first = cifar10.largest_confusions(tables["confusion"], "resnet", k=1)
+    first = cifar10_numbers.largest_confusions(tables["confusion"], "resnet", k=1)
     assert len(first) == 10 and dict(zip(first["removed_class"], first["predicted_class"])) == PARTNER
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from frames import cell
+from modmask.analysis import mathematics as math_numbers
 from modmask.plotting import mathematics as fig5
 
 TASKS = ["polynomials__collect", "arithmetic__add_or_sub", "calculus__differentiate"]  # not the paper's order
@@ -32,7 +33,7 @@ def make_accuracy() -> pd.DataFrame:
 
 
 def test_stats_are_hand_computed_means_and_stds_over_seeds():
-    stats = fig5.level_accuracy_stats(make_accuracy())
+    stats = math_numbers.level_accuracy_stats(make_accuracy())
     # the paper's task order, then masks none, control, easy
     assert list(dict.fromkeys(stats["task"])) == ["arithmetic__add_or_sub", "calculus__differentiate",
                                                   "polynomials__collect"]
@@ -46,7 +47,7 @@ def test_stats_are_hand_computed_means_and_stds_over_seeds():
     # differentiate, control mask: 0.55 and 0.65
     assert cell(stats, task="calculus__differentiate", mask="control")["mean"] == pytest.approx(0.6)
     # another level: easy-level accuracy of add_or_sub's easy mask: 0.65 and 0.75
-    easy = fig5.level_accuracy_stats(make_accuracy(), level="easy")
+    easy = math_numbers.level_accuracy_stats(make_accuracy(), level="easy")
     assert cell(easy, task="arithmetic__add_or_sub", mask="easy")["mean"] == pytest.approx(0.7)
 
 
@@ -54,7 +55,7 @@ def test_one_seed_has_no_std_and_a_missing_run_is_nan():
     accuracy = make_accuracy()
     one_seed = accuracy[accuracy["seed"] == 0]
     gone = (one_seed["task"] == "calculus__differentiate") & (one_seed["mask"] == "easy")
-    stats = fig5.level_accuracy_stats(one_seed[~gone])
+    stats = math_numbers.level_accuracy_stats(one_seed[~gone])
     row = cell(stats, task="arithmetic__add_or_sub", mask="none")
     assert row["mean"] == pytest.approx(0.8) and row["count"] == 1 and math.isnan(row["std"])
     row = cell(stats, task="calculus__differentiate", mask="easy")
@@ -81,15 +82,15 @@ def test_bars_are_the_means_in_percent_with_error_bars():
     segments = bars[0].lines[2][0].get_segments()  # the no-mask series' error bars
     np.testing.assert_allclose([s[1][1] - s[0][1] for s in segments], [2 * 10 / math.sqrt(2)] * 3)
     np.testing.assert_allclose([(s[0][1] + s[1][1]) / 2 for s in segments], [85, 65, 45])
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(fig5.CONDITIONS.values())
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(math_numbers.CONDITIONS.values())
     assert ax.get_ylim() == (0, 105)
     plt.close(fig)
 
 
 def test_task_labels():
-    assert [fig5.task_label(t) for t in fig5.TASK_LABELS] == ["add_or_sub", "linear_1d", "differentiate", "sort",
+    assert [math_numbers.task_label(t) for t in math_numbers.TASK_LABELS] == ["add_or_sub", "linear_1d", "differentiate", "sort",
                                                               "collect"]
-    assert fig5.task_label("numbers__gcd") == "gcd" and fig5.task_label("reverse") == "reverse"
+    assert math_numbers.task_label("numbers__gcd") == "gcd" and math_numbers.task_label("reverse") == "reverse"
 
 
 def test_build_all_writes_the_two_files(tmp_path):

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..analysis import mean_std  # noqa: E402
 from ..io import TableError, atomic_path, missing_columns  # noqa: E402
 
 COLORS = ["#3b75af", "#ef8636", "#519e3e", "#c53a32", "#8d69b8", "#84584e", "#d57dbf", "#7f7f7f"]
@@ -39,14 +40,6 @@ def check_tables(tables: dict[str, pd.DataFrame], columns: dict[str, tuple[str, 
 
 def arch_name(arch: str) -> str:
     return ARCH_NAMES.get(arch, arch)
-
-
-def mean_std(df: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
-    """Mean, standard deviation and count over seeds of ``value`` for each group."""
-    grouped = df.groupby(by, sort=False)[value]
-    out = grouped.agg(["mean", "std", "count"]).reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    return out
 
 
 def grouped_bars(ax, groups: list[str], series: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str,

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import COLORS, check_tables, finish, grouped_bars, mean_std, panels, provenance_text, save_figure
+from ..analysis import mean_std
+from .common import COLORS, check_tables, finish, grouped_bars, panels, provenance_text, save_figure
 
 FIGURES = {  # variant -> (file stem, title)
     "normal": ("fig03_sharing_normal_init", "Fig. 3: permuted MNIST, new masks at the normal init"),

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import COLORS, finish, grouped_bars, mean_std, panels, provenance_text, save_figure
+from ..analysis import mean_std
+from .common import COLORS, finish, grouped_bars, panels, provenance_text, save_figure
 
 SPLIT_NAMES = {"simple": "IID (simple)", "length": "length", "addprim_jump": "add jump",
                "addprim_turn_left": "add turn left"}

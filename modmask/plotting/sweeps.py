@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis import mean_std
 from ..metrics import TOTAL
-from .common import (COLORS, arch_name, check_tables, finish, grouped_bars, mean_std, panels, provenance_text,
+from .common import (COLORS, arch_name, check_tables, finish, grouped_bars, panels, provenance_text,
                      save_figure)
 
 OP_NAMES = {"add": "addition", "mul": "multiplication"}
