@@ -99,7 +99,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--kernels", choices=("auto", "compiled", "eager"), default="auto")
     args = parser.parse_args(argv)
-    runtime.tune_cpu_allocator()  # as every workflow job does (pipeline.start_job)
+    runtime.tune_cpu_allocator()  # as every workflow job does (runtime.start_job)
     if args.threads:
         torch.set_num_threads(args.threads)
     x, y = torch.rand(4096, 784), torch.randint(0, 10, (4096,))

@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .cnn import build_cnn
+from . import steps
 from .config import network_spec, stage_settings
 from .data import cifar10 as cifar_data
 from .experiments import cifar10
-from .io import load_torch, save_torch, stable_hash, with_provenance, write_parquet
-from .masks import WeightMask
+from .io import load_torch, save_torch, with_provenance, write_parquet
 from .training import TrainSettings
 
 STAGE_BLOCKS = {"network": ("data", "arch", "pretrain"), "mask": ("data", "arch", "pretrain", "mask"),
@@ -26,8 +25,8 @@ def provenance(block: dict, arch: str, seed: int, stage: str, scale: str, code: 
     """Columns every row of a stage's outputs carries; the config hash covers what the stage depends on."""
     blocks = {"data": block["data"], "arch": network_spec(block, arch),
               "pretrain": stage_settings(block, arch, "pretrain"), "mask": stage_settings(block, arch, "mask")}
-    return {"experiment": cifar10.NAME, "scale": scale, "arch": arch, "seed": int(seed), **columns,
-            "config_hash": stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]}), "code_version": code}
+    return steps.provenance(cifar10.NAME, scale, {"arch": arch}, seed, {k: blocks[k] for k in STAGE_BLOCKS[stage]},
+                            code, **columns)
 
 
 def source_folder(data_block: dict, download_folder: str | None) -> tuple[str, str]:
@@ -72,21 +71,11 @@ def train_network(arch_spec: dict, train_block: dict, data_path, seed: int, devi
     test = load_data(data_path, "test")
     accuracy = float((cifar10.predictions(model, None, test[0], device) == test[1]).float().mean())
     log.info("test accuracy %.4f", accuracy)
-    save_torch({"format": cifar10.NETWORK_FORMAT, "spec": arch_spec, "state_dict": model.state_dict(),
-                "history": history.rows, "test_accuracy": accuracy, "provenance": provenance}, out_path)
+    steps.save_network(out_path, cifar10.NAME, arch_spec, model, history, provenance, test_accuracy=accuracy)
 
 
 def load_network(path, device="cpu"):
-    data = load_torch(path)
-    if data.get("format") != cifar10.NETWORK_FORMAT:
-        raise ValueError(f"{path} is not a saved CIFAR-10 network (format {data.get('format')!r})")
-    model = build_cnn(data["spec"], seed=0)
-    model.load_state_dict(data["state_dict"])
-    return model.to(device).eval()
-
-
-def load_mask(path, device=None) -> WeightMask:
-    return WeightMask.from_file_dict(load_torch(path), device=device)
+    return steps.load_network(path, cifar10.NAME, device)[0]
 
 
 def train_mask(mask_block: dict, net_path, data_path, removed: tuple[str, ...], seed: int, device, out_path,
@@ -94,12 +83,11 @@ def train_mask(mask_block: dict, net_path, data_path, removed: tuple[str, ...], 
     """A mask without the ``removed`` classes; with ``control_path``, its output layer is the control's."""
     model = load_network(net_path, device)
     settings = TrainSettings.from_config(mask_block, checkpoint_every=checkpoint_every)
-    control = load_mask(control_path, device) if control_path else None
+    control = steps.load_mask(control_path, device) if control_path else None
     mask, history = cifar10.train_class_mask(model, load_data(data_path, "train"), settings, seed, device, log,
                                              removed=removed, fixed_output=control,
                                              checkpoint_path=f"{out_path}.ckpt", identity=str(provenance))
-    save_torch({**mask.to_file_dict(), "removed": list(removed), "history": history.rows,
-                "provenance": provenance}, out_path)
+    steps.save_mask(out_path, mask, history, provenance, removed=list(removed))
 
 
 def evaluate(net_path, mask_paths: dict, data_path, device, out_paths: dict, log: logging.Logger,
@@ -110,19 +98,16 @@ def evaluate(net_path, mask_paths: dict, data_path, device, out_paths: dict, log
     masks = {cifar10.NONE: (None, None)}
     for name, path in mask_paths.items():
         removed = load_torch(path).get("removed") or []
-        masks[name] = (load_mask(path).binary(), removed[0] if removed else None)
+        masks[name] = (steps.load_mask(path).binary(), removed[0] if removed else None)
     accuracy, confusion = cifar10.evaluate_masks(model, masks, load_data(data_path, "test"), device, log)
-    tables = {"accuracy": accuracy, "confusion": confusion}
-    for name, path in out_paths.items():
-        write_parquet(with_provenance(tables[name], provenance), path, provenance)
-        log.info("wrote %s (%d rows)", path, len(tables[name]))
+    steps.write_tables({"accuracy": accuracy, "confusion": confusion}, out_paths, provenance, log)
 
 
 def stability(pair_paths: dict[str, list], out_path, log: logging.Logger, provenance: dict) -> None:
     """IoU of the two masks (different seeds) of each class pair, over all masked weights."""
     rows = []
     for pair, paths in pair_paths.items():
-        first, second = (load_mask(p).binary() for p in paths)
+        first, second = (steps.load_mask(p).binary() for p in paths)
         row = {"pair": pair, **cifar10.stability_row(first, second)}
         log.info("pair %s: IoU %.4f (%d of %d weights in both)", pair, row["iou"], row["intersection"], row["union"])
         rows.append(row)

@@ -19,13 +19,12 @@ import logging
 from typing import Sequence
 
 import pandas as pd
-import torch
 
+from . import steps
 from .config import task_stage_settings
 from .data.vocab import Vocabulary
 from .experiments import mathematics
-from .io import load_torch, read_parquet, save_torch, stable_hash, with_provenance, write_parquet
-from .masks import WeightMask
+from .io import read_parquet, with_provenance, write_parquet
 from .seq2seq import Seq2Seq
 from .training import TrainSettings
 
@@ -49,8 +48,8 @@ def provenance(block: dict, task: str, seed: int, stage: str, scale: str, code: 
     the data settings, the network, its training and (masks, evaluation) the task's mask settings."""
     blocks = {"data": block["data"], "network": network_spec(block),
               "pretrain": stage_settings(block, task, "pretrain"), "mask": stage_settings(block, task, "mask")}
-    return {"experiment": mathematics.NAME, "scale": scale, "task": task, "seed": int(seed), **columns,
-            "config_hash": stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]}), "code_version": code}
+    return steps.provenance(mathematics.NAME, scale, {"task": task}, seed,
+                            {k: blocks[k] for k in STAGE_BLOCKS[stage]}, code, **columns)
 
 
 def train_network(arch_spec: dict, train_block: dict, train_path, seed: int, device, out_path,
@@ -60,21 +59,14 @@ def train_network(arch_spec: dict, train_block: dict, train_path, seed: int, dev
     settings = TrainSettings.from_config(train_block, checkpoint_every=checkpoint_every)
     model, history = mathematics.pretrain(df, arch_spec, settings, seed, device, log,
                                           checkpoint_path=f"{out_path}.ckpt", identity=str(provenance))
-    save_torch({"format": mathematics.NETWORK_FORMAT, "spec": arch_spec,
-                "vocabulary": mathematics.vocabulary().to_dict(),
-                "state_dict": {k: v.cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
-                "history": history.rows, "provenance": provenance}, out_path)
+    steps.save_network(out_path, mathematics.NAME, arch_spec, model, history, provenance,
+                       vocabulary=mathematics.vocabulary().to_dict())
 
 
 def load_network(path, device="cpu") -> tuple[Seq2Seq, Vocabulary]:
     """A saved network (eval mode) and the vocabulary it was trained with."""
-    data = load_torch(path)
-    if data.get("format") != mathematics.NETWORK_FORMAT:
-        raise ValueError(f"{path} is not a saved Mathematics Dataset network (format {data.get('format')!r})")
-    vocab = Vocabulary.from_dict(data["vocabulary"])
-    model = mathematics.build_network(data["spec"], seed=0, vocab_size=len(vocab))
-    model.load_state_dict(data["state_dict"])
-    return model.to(device).eval(), vocab
+    model, data = steps.load_network(path, mathematics.NAME, device)
+    return model, Vocabulary.from_dict(data["vocabulary"])
 
 
 def train_mask(mask_block: dict, subset: str, net_path, train_path, seed: int, device, out_path,
@@ -89,8 +81,7 @@ def train_mask(mask_block: dict, subset: str, net_path, train_path, seed: int, d
     mask, history = mathematics.train_level_mask(model, df, settings, seed, device, log,
                                                  levels=mathematics.SUBSETS[subset], vocab=vocab,
                                                  checkpoint_path=f"{out_path}.ckpt", identity=str(provenance))
-    save_torch({**mask.to_file_dict(), "subset": subset, "history": history.rows, "provenance": provenance},
-               out_path)
+    steps.save_mask(out_path, mask, history, provenance, subset=subset)
 
 
 def evaluate(net_path, mask_paths: dict, test_path, device, out_path, log: logging.Logger, provenance: dict,
@@ -101,7 +92,7 @@ def evaluate(net_path, mask_paths: dict, test_path, device, out_path, log: loggi
     accuracy. Returns the table it wrote."""
     test = read_parquet(test_path)
     model, vocab = load_network(net_path, device)
-    masks = {name: WeightMask.from_file_dict(load_torch(path)).binary() for name, path in mask_paths.items()}
+    masks = {name: steps.load_mask(path).binary() for name, path in mask_paths.items()}
     rows = mathematics.accuracy_rows(model, {"none": None, **masks}, test, device, levels=list(levels), vocab=vocab)
     accuracy = pd.DataFrame(rows)
     for row in accuracy.itertuples():

@@ -4,24 +4,12 @@ from __future__ import annotations
 import logging
 
 
-from . import experiments
-from .io import load_torch, read_parquet, save_torch, with_provenance, write_parquet
+from . import experiments, steps
+from .io import read_parquet
 from .masks import MaskSelection, WeightMask
 from .metrics import probability_histogram, sharing_table, weights_kept
 from .models import build_model, layer_label
 from .training import BatchSampler, TrainSettings, train_mask, train_network
-
-NETWORK_FORMAT = "modmask.Network/1"
-
-
-def load_network(path, device="cpu"):
-    data = load_torch(path)
-    if data.get("format") != NETWORK_FORMAT:
-        raise ValueError(f"{path} is not a saved network (format {data.get('format')!r})")
-    model = build_model(data["spec"], data["input_size"], data["output_size"])
-    model.load_state_dict(data["state_dict"])
-    return model.to(device).eval(), data
-
 
 def pretrain(experiment: str, arch_spec: dict, train_block: dict, data_path, seed: int, device, out_path,
              log: logging.Logger, provenance: dict, checkpoint_path=None) -> None:
@@ -35,9 +23,7 @@ def pretrain(experiment: str, arch_spec: dict, train_block: dict, data_path, see
     history = train_network(model, sampler, experiments.loss_for(exp, "all"), settings,
                             forward=experiments.forward_for(exp, arch_spec), checkpoint_path=checkpoint_path,
                             identity=str(provenance), log=log)
-    save_torch({"format": NETWORK_FORMAT, "spec": arch_spec, "input_size": exp.INPUT_SIZE,
-                "output_size": exp.OUTPUT_SIZE, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "history": history.rows, "provenance": provenance}, out_path)
+    steps.save_network(out_path, experiment, arch_spec, model, history, provenance)
 
 
 def mask_selection(block: dict) -> MaskSelection:
@@ -49,7 +35,7 @@ def train_task_mask(experiment: str, task: str, mask_block: dict, net_path, data
                     log: logging.Logger, provenance: dict, checkpoint_path=None) -> None:
     exp = experiments.get(experiment)
     df = read_parquet(data_path)
-    model, saved = load_network(net_path, device)
+    model, saved = steps.load_network(net_path, experiment, device)
     for p in model.parameters():
         p.requires_grad_(False)
     batch_dim, output_batch_dim = experiments.masked_batch_dims(exp, saved["spec"])
@@ -62,11 +48,7 @@ def train_task_mask(experiment: str, task: str, mask_block: dict, net_path, data
                                batch_dim=batch_dim, output_batch_dim=output_batch_dim,
                                forward=experiments.forward_for(exp, saved["spec"]),
                                checkpoint_path=checkpoint_path, identity=str(provenance), log=log)
-    save_torch({**mask.to_file_dict(), "history": history.rows, "provenance": provenance}, out_path)
-
-
-def load_mask(path) -> WeightMask:
-    return WeightMask.from_file_dict(load_torch(path))
+    steps.save_mask(out_path, mask, history, provenance)
 
 
 def evaluate(experiment: str, net_path, mask_paths: dict, data_path, device, out_paths: dict,
@@ -74,17 +56,12 @@ def evaluate(experiment: str, net_path, mask_paths: dict, data_path, device, out
     """Writes the experiment's tables plus ``layers`` (weights kept) and ``sharing`` tables."""
     exp = experiments.get(experiment)
     df = read_parquet(data_path)
-    model, saved = load_network(net_path, device)
-    logits = {task: load_mask(path) for task, path in mask_paths.items()}
+    model, saved = steps.load_network(net_path, experiment, device)
+    logits = {task: steps.load_mask(path) for task, path in mask_paths.items()}
     masks = {task: mask.binary() for task, mask in logits.items()}
     labels = {n: layer_label(model, n) for n in next(iter(masks.values())).names}
     tables = exp.evaluate(model, masks, df, device, saved["spec"])
     tables["layers"] = weights_kept(masks, labels)
     tables["sharing"] = sharing_table({t: masks[t] for t in exp.SHARING_TASKS}, labels)
     tables["histogram"] = probability_histogram(logits)
-    missing = set(out_paths) - set(tables)
-    if missing:
-        raise KeyError(f"evaluation produced no table for outputs {sorted(missing)}")
-    for name, path in out_paths.items():
-        write_parquet(with_provenance(tables[name], provenance), path, provenance)
-        log.info("wrote %s (%d rows)", path, len(tables[name]))
+    steps.write_tables(tables, out_paths, provenance, log)

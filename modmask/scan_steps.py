@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-import torch
 
+from . import steps
 from .config import network_spec, stage_settings
 from .experiments import scan
-from .io import load_torch, read_parquet, save_torch, stable_hash, with_provenance, write_parquet
-from .masks import WeightMask
+from .io import read_parquet
 from .training import TrainSettings
 
 STAGE_BLOCKS = {"network": ("data", "arch", "pretrain"), "mask": ("data", "arch", "pretrain", "mask"),
@@ -27,8 +26,8 @@ def provenance(block: dict, arch: str, seed: int, stage: str, scale: str, code: 
     the data settings, the network, its training, and (masks, evaluation) the mask settings."""
     blocks = {"data": block["data"], "arch": network_spec(block, arch),
               "pretrain": stage_settings(block, arch, "pretrain"), "mask": stage_settings(block, arch, "mask")}
-    return {"experiment": scan.NAME, "scale": scale, "arch": arch, "seed": int(seed), **columns,
-            "config_hash": stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]}), "code_version": code}
+    return steps.provenance(scan.NAME, scale, {"arch": arch}, seed, {k: blocks[k] for k in STAGE_BLOCKS[stage]}, code,
+                            **columns)
 
 
 def train_network(arch_spec: dict, train_block: dict, train_path, seed: int, device, out_path,
@@ -39,19 +38,12 @@ def train_network(arch_spec: dict, train_block: dict, train_path, seed: int, dev
     model, history = scan.pretrain(df, arch_spec, settings, seed, device, log, checkpoint_path=f"{out_path}.ckpt",
                                    identity=str(provenance))
     in_vocab, out_vocab = scan.vocabularies()
-    save_torch({"format": scan.NETWORK_FORMAT, "spec": arch_spec,
-                "vocabularies": {"command": in_vocab.to_dict(), "actions": out_vocab.to_dict()},
-                "state_dict": {k: v.cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
-                "history": history.rows, "provenance": provenance}, out_path)
+    steps.save_network(out_path, scan.NAME, arch_spec, model, history, provenance,
+                       vocabularies={"command": in_vocab.to_dict(), "actions": out_vocab.to_dict()})
 
 
 def load_network(path, device="cpu"):
-    data = load_torch(path)
-    if data.get("format") != scan.NETWORK_FORMAT:
-        raise ValueError(f"{path} is not a saved SCAN network (format {data.get('format')!r})")
-    model = scan.build_network(data["spec"], seed=0)
-    model.load_state_dict(data["state_dict"])
-    return model.to(device).eval()
+    return steps.load_network(path, scan.NAME, device)[0]
 
 
 def train_mask(mask_block: dict, net_path, train_path, seed: int, device, out_path, log: logging.Logger,
@@ -62,7 +54,7 @@ def train_mask(mask_block: dict, net_path, train_path, seed: int, device, out_pa
     settings = TrainSettings.from_config(mask_block, checkpoint_every=checkpoint_every)
     mask, history = scan.train_split_mask(model, df, settings, seed, device, log, checkpoint_path=f"{out_path}.ckpt",
                                           identity=str(provenance))
-    save_torch({**mask.to_file_dict(), "history": history.rows, "provenance": provenance}, out_path)
+    steps.save_mask(out_path, mask, history, provenance)
 
 
 def evaluate(net_path, mask_paths: dict, direct_paths: dict, test_paths: dict, device, out_paths: dict,
@@ -76,7 +68,7 @@ def evaluate(net_path, mask_paths: dict, direct_paths: dict, test_paths: dict, d
     in_vocab, out_vocab = scan.vocabularies()
     tests = {split: scan.encode(read_parquet(path), in_vocab, out_vocab) for split, path in test_paths.items()}
     model = load_network(net_path, device)
-    masks = {split: WeightMask.from_file_dict(load_torch(path)).binary() for split, path in mask_paths.items()}
+    masks = {split: steps.load_mask(path).binary() for split, path in mask_paths.items()}
     rows = scan.accuracy_rows(model, {"none": None, **masks}, tests, device, network="pretrained",
                               trained_on=scan.IID)
     for split, path in direct_paths.items():
@@ -92,7 +84,4 @@ def evaluate(net_path, mask_paths: dict, direct_paths: dict, test_paths: dict, d
             if split != scan.IID:
                 weights += [{"mask": split, **row}
                             for row in scan.removed_output_weights(masks[scan.IID], mask, out_vocab)]
-    tables = {"accuracy": accuracy, "output_weights": pd.DataFrame(weights)}
-    for name, path in out_paths.items():
-        write_parquet(with_provenance(tables[name], provenance), path, provenance)
-        log.info("wrote %s (%d rows)", path, len(tables[name]))
+    steps.write_tables({"accuracy": accuracy, "output_weights": pd.DataFrame(weights)}, out_paths, provenance, log)

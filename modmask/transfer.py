@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import steps
 from .data import mnist
 from .experiments import permuted_mnist
-from .io import load_checkpoint, load_torch, save_torch, stable_hash, write_parquet
+from .io import load_checkpoint, load_torch, save_torch, write_parquet
 
 NOT_SETTINGS = ("mnist_dir", "download", "mirror", "verify")  # where the data comes from, not what it is
 
@@ -27,8 +28,7 @@ def run_settings(block: dict, variant: str) -> dict:
 
 def provenance(block: dict, variant: str, seed: int, scale: str, code: str) -> dict:
     """The columns every table row of a run carries."""
-    return {"experiment": "permuted_mnist", "scale": scale, "variant": variant, "seed": int(seed),
-            "config_hash": stable_hash(run_settings(block, variant)), "code_version": code}
+    return steps.provenance(permuted_mnist.NAME, scale, {"variant": variant}, seed, run_settings(block, variant), code)
 
 
 def load_mnist(data_block: dict, seed: int = 0):

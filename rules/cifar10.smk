@@ -271,6 +271,17 @@ if CIFAR:
         resources:
             **job_resources("figures"),
         params:
-            code=rule_code("figures_cifar10.py"),
+            plots="cifar10",
+            # ResNets are named by their depth (ResNet-110 at paper scale, shallower ones at quick and smoke scale)
+            options=settings_json(
+                {
+                    "arch_names": {
+                        arch: f"ResNet-{spec.get('depth', 110)}"
+                        for arch, spec in CIFAR["architectures"].items()
+                        if spec["model"] == "resnet"
+                    }
+                }
+            ),
+            code=rule_code("figures.py", "plotting.cifar10"),
         script:
-            "../scripts/figures_cifar10.py"
+            "../scripts/figures.py"

@@ -1,11 +1,10 @@
 # Helpers shared by the rules: config lookups, code versions for rerun triggers, job lists.
 import json
 
-from modmask import experiments
+from modmask import experiments, steps
 
 from modmask.code_versions import code_version
 from modmask.config import network_spec, seeds, stage_settings, sweep_mask_settings, variant_seeds
-from modmask.io import stable_hash
 
 EXPERIMENTS = list(config["experiments"])
 # Every experiment's evaluation writes the same tables (their columns differ by experiment).
@@ -100,19 +99,19 @@ def provenance(wildcards, stage, script):
         "arch": architecture_spec(wildcards),
         "pretrain": stage_settings(exp, wildcards.arch, "pretrain"),
     }
-    columns = {
-        "experiment": wildcards.experiment,
-        "scale": config["scale"],
-        "arch": wildcards.arch,
-        "seed": int(wildcards.seed),
-    }
+    mask = {}
     if stage != "pretrain":
         blocks["mask"] = mask_settings(wildcards)
-        columns["variant"] = wildcards.variant
-        columns["beta"] = blocks["mask"]["beta"]
-    columns["config_hash"] = stable_hash({k: blocks[k] for k in STAGE_BLOCKS[stage]})
-    columns["code_version"] = rule_code(script, EXPERIMENT_MODULE)(wildcards)
-    return columns
+        mask = {"variant": wildcards.variant, "beta": blocks["mask"]["beta"]}
+    return steps.provenance(
+        wildcards.experiment,
+        config["scale"],
+        {"arch": wildcards.arch},
+        wildcards.seed,
+        {k: blocks[k] for k in STAGE_BLOCKS[stage]},
+        rule_code(script, EXPERIMENT_MODULE)(wildcards),
+        **mask,
+    )
 
 
 def run_dirs(experiment):

@@ -19,9 +19,10 @@ rule figures_experiment:
         **job_resources("figures"),
     params:
         scale=config["scale"],
-        code=rule_code("figures_experiment.py", "plotting.{experiment}"),
+        plots=lambda wc: wc.experiment,
+        code=rule_code("figures.py", "plotting.{experiment}"),
     script:
-        "../scripts/figures_experiment.py"
+        "../scripts/figures.py"
 
 
 rule figures_sweeps:
@@ -43,15 +44,16 @@ rule figures_sweeps:
     resources:
         **job_resources("figures"),
     params:
-        code=rule_code("figures_sweeps.py"),
+        plots="sweeps",
+        code=rule_code("figures.py", "plotting.sweeps"),
     script:
-        "../scripts/figures_sweeps.py"
+        "../scripts/figures.py"
 
 
 rule figures_histogram:
     """Paper Fig. 7: distribution of the mask probabilities after training, per experiment."""
     input:
-        [f"{RESULTS}/{experiment}/histogram.parquet" for experiment in EXPERIMENTS],
+        histogram=[f"{RESULTS}/{experiment}/histogram.parquet" for experiment in EXPERIMENTS],
     output:
         report(
             directory(f"{FIGURES}/histogram"),
@@ -67,9 +69,10 @@ rule figures_histogram:
     resources:
         **job_resources("figures"),
     params:
-        code=rule_code("figures_histogram.py"),
+        plots="histogram",
+        code=rule_code("figures.py", "plotting.histogram"),
     script:
-        "../scripts/figures_histogram.py"
+        "../scripts/figures.py"
 
 
 rule summary:

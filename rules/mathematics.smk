@@ -257,6 +257,7 @@ if MATH:
         resources:
             **job_resources("figures"),
         params:
-            code=rule_code("figures_mathematics.py"),
+            plots="mathematics",
+            code=rule_code("figures.py", "plotting.mathematics"),
         script:
-            "../scripts/figures_mathematics.py"
+            "../scripts/figures.py"

@@ -74,9 +74,10 @@ if PM:
         resources:
             **job_resources("figures"),
         params:
-            code=rule_code("figures_permuted_mnist.py"),
+            plots="permuted_mnist",
+            code=rule_code("figures.py", "plotting.permuted_mnist"),
         script:
-            "../scripts/figures_permuted_mnist.py"
+            "../scripts/figures.py"
 
     if PM["data"].get("download", False):
 

@@ -177,6 +177,7 @@ if SCAN:
         resources:
             **job_resources("figures"),
         params:
-            code=rule_code("figures_scan.py"),
+            plots="scan",
+            code=rule_code("figures.py", "plotting.scan"),
         script:
-            "../scripts/figures_scan.py"
+            "../scripts/figures.py"

@@ -294,5 +294,5 @@ def test_steps_write_a_network_masks_and_the_accuracy_table(tmp_path):
     steps.evaluate(tmp_path / "network.pt", {"easy": tmp_path / "mask_easy.pt"}, tmp_path / "test.parquet", "cpu",
                    out, LOG, prov("evaluate"), levels=["hard"])
     assert list(zip(*[read_parquet(out)[c] for c in ("mask", "test_level")])) == [("none", "hard"), ("easy", "hard")]
-    with pytest.raises(ValueError, match="not a saved Mathematics Dataset network"):
+    with pytest.raises(ValueError, match="is not a saved mathematics network"):
         steps.load_network(tmp_path / "mask_easy.pt")

@@ -54,12 +54,13 @@ def crafted_torch_file(path: Path, marker: Path, **content) -> Path:
 # ---- nothing loaded runs code ----------------------------------------------------------------------
 
 def _loaders():
-    from modmask import cifar_steps, mathematics_steps, pipeline, scan_steps, transfer
+    from modmask import cifar_steps, mathematics_steps, scan_steps, steps, transfer
 
     log = logging.getLogger("test_safety")
     return {
-        "network (add/mul)": (pipeline.load_network, {"format": pipeline.NETWORK_FORMAT}),
-        "mask": (pipeline.load_mask, {"format": "modmask.WeightMask/1"}),
+        "network (add/mul)": (lambda p: steps.load_network(p, "addmul"),
+                              {"format": steps.NETWORK_FORMAT, "experiment": "addmul"}),
+        "mask": (steps.load_mask, {"format": "modmask.WeightMask/1"}),
         "SCAN network": (scan_steps.load_network, {}),
         "CIFAR-10 network": (cifar_steps.load_network, {}),
         "CIFAR-10 data cache": (lambda p: cifar_steps.load_data(p, "train"), {"format": "modmask.cifar10.data/1"}),
@@ -207,26 +208,26 @@ def test_saving_an_object_a_safe_load_would_refuse_fails_at_once_naming_where_it
 # ---- truncated and corrupt artefacts ------------------------------------------------------------------
 
 def _saved_network(path: Path) -> Path:
-    from modmask import pipeline
+    from modmask import steps
+    from modmask.experiments import addmul
     from modmask.models import build_model
+    from modmask.training import History
 
     spec = {"model": "fnn", "hidden": [16]}
-    model = build_model(spec, 8, 3)
-    save_torch({"format": pipeline.NETWORK_FORMAT, "spec": spec, "input_size": 8, "output_size": 3,
-                "state_dict": model.state_dict(), "history": [], "provenance": {}}, path)
+    steps.save_network(path, "addmul", spec, build_model(spec, addmul.INPUT_SIZE, addmul.OUTPUT_SIZE), History(), {})
     return path
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
 def test_a_damaged_network_file_is_named_with_what_to_do(tmp_path, damage):
-    from modmask import pipeline
+    from modmask import steps
 
     path = _saved_network(tmp_path / "network.pt")
-    pipeline.load_network(path)  # the control: the intact file loads
+    steps.load_network(path, "addmul")  # the control: the intact file loads
     raw = path.read_bytes()
     path.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "garbage": b"not a network" * 50}[damage])
     with pytest.raises(ArtefactError) as error:
-        pipeline.load_network(path)
+        steps.load_network(path, "addmul")
     assert str(path) in str(error.value) and "truncated or corrupt" in str(error.value)
     assert "delete it so that Snakemake rebuilds it" in str(error.value)
 
@@ -319,19 +320,14 @@ def _figure_cases():
 
     experiment_tables = ["accuracy", "confusion", "layers", "sharing", "histogram"]
     cases = []
-    for script, module, names, wildcards in [
-            ("figures_experiment", addmul, experiment_tables, {"experiment": "addmul"}),
-            ("figures_experiment", double_add, experiment_tables, {"experiment": "double_add"}),
-            ("figures_sweeps", sweeps, ["accuracy", "sharing", "layers"], {}),
-            ("figures_permuted_mnist", permuted_mnist, ["sharing", "layers", "accuracy"], {}),
-            ("figures_scan", scan, ["accuracy", "output_weights"], {}),
-            ("figures_cifar10", cifar10, ["accuracy", "confusion"], {}),
-            ("figures_mathematics", mathematics, ["accuracy"], {}),
-            ("figures_histogram", histogram, ["histogram"], {})]:
-        assert set(module.COLUMNS) <= set(names), script
+    for module, names in [(addmul, experiment_tables), (double_add, experiment_tables),
+                          (sweeps, ["accuracy", "sharing", "layers"]), (permuted_mnist, ["sharing", "layers", "accuracy"]),
+                          (scan, ["accuracy", "output_weights"]), (cifar10, ["accuracy", "confusion"]),
+                          (mathematics, ["accuracy"]), (histogram, ["histogram"])]:
+        plots = module.__name__.split(".")[-1]
+        assert set(module.COLUMNS) <= set(names), plots
         for table in module.COLUMNS:
-            cases.append(pytest.param(script, module, names, wildcards, table,
-                                      id=f"{script}-{module.__name__.split('.')[-1]}-{table}"))
+            cases.append(pytest.param(plots, module, names, table, id=f"{plots}-{table}"))
     return cases
 
 
@@ -354,8 +350,8 @@ def run_script(name: str, **fields):
     runpy.run_path(str(REPO / "scripts" / f"{name}.py"), init_globals={"snakemake": snakemake}, run_name="__main__")
 
 
-@pytest.mark.parametrize("script, module, names, wildcards, table", _figure_cases())
-def test_a_figure_rule_names_the_missing_column_and_its_file(tmp_path, script, module, names, wildcards, table):
+@pytest.mark.parametrize("plots, module, names, table", _figure_cases())
+def test_a_figure_rule_names_the_missing_column_and_its_file(tmp_path, plots, module, names, table):
     dropped = module.COLUMNS[table][-1]
     paths = {}
     for name in names:
@@ -364,8 +360,8 @@ def test_a_figure_rule_names_the_missing_column_and_its_file(tmp_path, script, m
         write_parquet(pd.DataFrame({c: [1] for c in [*columns, "other"]}), paths[name])
     out = tmp_path / "figures"
     with pytest.raises(TableError) as error:
-        run_script(script, input=Files(paths), output=[str(out)], log=[str(tmp_path / "figures.log")],
-                   wildcards=SimpleNamespace(**wildcards))
+        run_script("figures", input=Files(paths), output=[str(out)], log=[str(tmp_path / "figures.log")],
+                   params=SimpleNamespace(plots=plots))
     assert f"table {paths[table]} lacks column(s) ['{dropped}']" in str(error.value)
     assert not out.exists()  # no figure, let alone an empty panel
 

@@ -6,13 +6,15 @@ An experiment module defines ``NAME``, ``INPUT_SIZE``, ``OUTPUT_SIZE``, ``MASK_T
 ``training_tensors(df, task) -> [inputs, targets]``, ``loss(output, targets)`` and
 ``evaluate(model, masks, df, device, spec) -> {table name: DataFrame}``. Optional:
 ``loss_for(task)`` (a task-specific loss), ``forward_for(spec)`` (how an architecture is run on
-the inputs) and ``masked_batch_dims(spec)`` (where the batch is in what that forward passes on).
+the inputs), ``masked_batch_dims(spec)`` (where the batch is in what that forward passes on) and
+``network_from_file(data)`` (the untrained architecture of a saved network file, modmask.steps; by
+default ``models.build_model(spec, INPUT_SIZE, OUTPUT_SIZE)``).
 """
 from __future__ import annotations
 
 import importlib
 
-EXPERIMENTS = ("addmul", "double_add")
+EXPERIMENTS = ("addmul", "double_add", "permuted_mnist", "scan", "cifar10", "mathematics")
 
 
 def get(name: str):
@@ -31,3 +33,12 @@ def forward_for(exp, spec: dict):
 
 def masked_batch_dims(exp, spec: dict) -> tuple[int, int]:
     return exp.masked_batch_dims(spec) if hasattr(exp, "masked_batch_dims") else (0, 0)
+
+
+def network_from_file(exp, data: dict):
+    """The architecture (untrained) of a saved network file's contents."""
+    if hasattr(exp, "network_from_file"):
+        return exp.network_from_file(data)
+    from ..models import build_model
+
+    return build_model(data["spec"], exp.INPUT_SIZE, exp.OUTPUT_SIZE)

@@ -36,7 +36,6 @@ NONE = "none"
 # Convolution and linear weights; BatchNorm parameters and biases are not masked (the paper's choice).
 SELECTION = MaskSelection()
 DATA_FORMAT = "modmask.cifar10.data/1"
-NETWORK_FORMAT = "modmask.cifar10.network/1"
 
 
 def without_mask_name(removed: str | tuple[str, ...]) -> str:
@@ -209,3 +208,8 @@ def class_pairs(count: int, seed: int) -> list[tuple[str, str]]:
         raise ValueError(f"asked for {count} class pairs; CIFAR-10 has {len(pairs)}")
     order = torch.randperm(len(pairs), generator=generator)[:count]
     return [pairs[i] for i in order.tolist()]
+
+
+def network_from_file(data: dict) -> nn.Module:
+    """The architecture of a saved CIFAR-10 network (modmask.steps.load_network fills in its weights)."""
+    return build_cnn(data["spec"], seed=0)

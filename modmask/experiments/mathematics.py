@@ -52,11 +52,10 @@ ANSWER_WIDTH = 30     # its longest answer (_MAX_ANSWER_LENGTH); answers are pac
 SELECTION = MaskSelection(exclude=(r"^decoder\.output\.",))  # weights only; embeddings and read-out unmasked
 SUBSETS = {"control": None, "easy": ("easy",)}  # mask name -> levels of the training table it sees (None: all)
 MASKS = ("none", *SUBSETS)  # the evaluated conditions: no mask, then each subset's mask
-NETWORK_FORMAT = "modmask.MathematicsNetwork/1"
 
 __all__ = ["NAME", "TASKS", "LEVELS", "QUESTION_WIDTH", "ANSWER_WIDTH", "SELECTION", "SUBSETS",
-           "MASKS", "NETWORK_FORMAT", "vocabulary", "encode", "unpack", "training_tensors", "teacher_forced", "loss",
-           "build_network", "pretrain", "level_subset", "train_level_mask", "exact_match", "accuracy_rows"]
+           "MASKS", "vocabulary", "encode", "unpack", "training_tensors", "teacher_forced", "loss",
+           "build_network", "network_from_file", "pretrain", "level_subset", "train_level_mask", "exact_match", "accuracy_rows"]
 
 
 def vocabulary() -> Vocabulary:
@@ -124,6 +123,11 @@ def build_network(spec: dict, seed: int, vocab_size: int | None = None) -> Seq2S
     if options.get("model") in MODELS and "seed" in spec_keys(options["model"]):
         options["seed"] = seed  # a model with its own random choices (the LSTM's teacher forcing) gets the job's
     return build_seq2seq(options, size, size)
+
+
+def network_from_file(data: dict) -> Seq2Seq:
+    """The architecture of a saved network, sized by the vocabulary it was trained with."""
+    return build_network(data["spec"], seed=0, vocab_size=len(Vocabulary.from_dict(data["vocabulary"])))
 
 
 def pretrain(df: pd.DataFrame, spec: dict, settings: TrainSettings, seed: int, device, log: logging.Logger,

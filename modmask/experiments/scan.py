@@ -41,7 +41,6 @@ ACTIONS = ("I_JUMP", "I_LOOK", "I_RUN", "I_TURN_LEFT", "I_TURN_RIGHT", "I_WALK")
 SOURCE_WIDTH = 9  # the longest command: "jump around left twice and jump around left twice"
 OUTPUT_LAYER = "decoder.output.weight"  # Fig. 4b reads this layer's weights per output token
 SELECTION = MaskSelection()  # weights only (biases, embeddings unmasked)
-NETWORK_FORMAT = "modmask.Seq2SeqNetwork/1"
 
 
 def vocabularies() -> tuple[Vocabulary, Vocabulary]:
@@ -112,6 +111,11 @@ def build_network(spec: dict, seed: int) -> Seq2Seq:
     in_vocab, out_vocab = vocabularies()
     options = {**spec, "seed": seed} if "seed" in spec_keys(spec["model"]) else spec
     return build_seq2seq(options, len(in_vocab), len(out_vocab))
+
+
+def network_from_file(data: dict) -> Seq2Seq:
+    """The architecture of a saved SCAN network (modmask.steps.load_network fills in its weights)."""
+    return build_network(data["spec"], seed=0)
 
 
 def pretrain(df: pd.DataFrame, spec: dict, settings: TrainSettings, seed: int, device, log: logging.Logger,

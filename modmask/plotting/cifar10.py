@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
+from ..analysis.cifar10 import COLUMNS  # noqa: F401 (what scripts/figures.py reads)
 from ..analysis.cifar10 import (ACCURACY_COLUMNS, ALL_CLASSES, ARCH_ORDER, CLASSES, CONFUSION_COLUMNS, CONTROL,
                                 WITHOUT, archs_in, checked_frame, checked_table, classes_in, confusion_difference,
                                 confusion_matrix, drop_rows, mask_rows, other_class_drop_ratio, removed_class_drop,

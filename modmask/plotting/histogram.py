@@ -43,7 +43,9 @@ def fig7_histogram(histogram: pd.DataFrame):
     return fig
 
 
-def build_all(histogram: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    check_tables({"histogram": histogram}, COLUMNS, "mask probability histogram")
+def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Fig. 7 from ``tables["histogram"]``: every experiment's histogram table, concatenated."""
+    check_tables(tables, COLUMNS, "mask probability histogram")
+    histogram = tables["histogram"]
     return save_figure(fig7_histogram(histogram), out_dir, "fig07_mask_probability_histogram",
                        provenance_text(histogram))

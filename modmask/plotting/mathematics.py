@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.mathematics import COLUMNS  # noqa: F401 (what scripts/figures.py reads)
 from ..analysis.mathematics import CONDITIONS, LEVEL, level_rows, checked_accuracy, level_accuracy_stats, task_label
 from .common import COLORS, finish, panels, provenance_text, save_figure
 
