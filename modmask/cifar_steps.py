@@ -128,3 +128,47 @@ def pair_classes(name: str) -> tuple[str, ...]:
 def download(folder, log: logging.Logger) -> Path:
     log.info("downloading CIFAR-10 into %s", folder)
     return cifar_data.download(folder)
+
+
+# ---- the workflow's jobs (modmask.steps.run) ------------------------------------------------------------
+
+def network_job(job: steps.Job) -> None:
+    log, device = job.start()
+    train_network(job.json("arch"), job.json("settings"), job.input["data"], job.seed, device, job.output["network"],
+                  log, job.provenance, checkpoint_every=job.checkpoint_every)
+
+
+def mask_job(job: steps.Job) -> None:
+    """A class-removal mask (or the control). Seeds: the control seed*1000, without class c seed*1000 + c + 1."""
+    name = job.wildcards["cifar_mask"]
+    removed = () if name == cifar10.CONTROL else (name[len("without_"):],)
+    seed = job.seed * 1000 + (cifar10.class_index(removed[0]) + 1 if removed else 0)
+    log, device = job.start(seed)
+    train_mask(job.json("settings"), job.input["network"], job.input["data"], removed, seed, device,
+               job.output["mask"], log, job.provenance, control_path=job.input.get("control"),
+               checkpoint_every=job.checkpoint_every)
+
+
+def stability_mask_job(job: steps.Job) -> None:
+    """One of the two masks of a class pair. Seeds distinct from the class-removal masks' (seed*1000 + 0..10):
+    seed*1000 + 500 + 100 * mask_seed + 10 * first class + second class."""
+    first, second = pair_classes(job.wildcards["pair"])
+    seed = (job.seed * 1000 + 500 + 100 * int(job.wildcards["mask_seed"])
+            + 10 * cifar10.class_index(first) + cifar10.class_index(second))
+    log, device = job.start(seed)
+    train_mask(job.json("settings"), job.input["network"], job.input["data"], (first, second), seed, device,
+               job.output["mask"], log, job.provenance, checkpoint_every=job.checkpoint_every)
+
+
+def evaluate_job(job: steps.Job) -> None:
+    log, device = job.start()
+    masks = {Path(p).stem[len("mask_"):]: p for p in job.input["masks"]}
+    evaluate(job.input["network"], masks, job.input["data"], device, job.output, log, job.provenance)
+
+
+def stability_job(job: steps.Job) -> None:
+    log, _ = job.start()
+    pairs: dict[str, list] = {}
+    for path in sorted(job.input["masks"]):  # <pair>_mask0.pt, <pair>_mask1.pt
+        pairs.setdefault(Path(path).stem.rsplit("_mask", 1)[0], []).append(path)
+    stability(pairs, job.output["stability"], log, job.provenance)

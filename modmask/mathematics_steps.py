@@ -16,6 +16,7 @@ other experiments' stages do not depend on this one's.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -101,3 +102,25 @@ def evaluate(net_path, mask_paths: dict, test_path, device, out_path, log: loggi
     write_parquet(table, out_path, provenance)
     log.info("wrote %s (%d rows)", out_path, len(table))
     return table
+
+
+# ---- the workflow's jobs (modmask.steps.run) ------------------------------------------------------------
+
+def network_job(job: steps.Job) -> None:
+    log, device = job.start()
+    train_network(job.json("arch"), job.json("settings"), job.input["train"], job.seed, device, job.output["network"],
+                  log, job.provenance, checkpoint_every=job.checkpoint_every)
+
+
+def mask_job(job: steps.Job) -> None:
+    log, device = job.start()
+    subset = job.wildcards["math_mask"]
+    train_mask(job.json("settings"), subset, job.input["network"], job.input["train"],
+               steps.mask_seed(job.seed, subset), device, job.output["mask"], log, job.provenance,
+               checkpoint_every=job.checkpoint_every)
+
+
+def evaluate_job(job: steps.Job) -> None:
+    log, device = job.start()
+    masks = {Path(path).stem[len("mask_"):]: path for path in job.input["masks"]}
+    evaluate(job.input["network"], masks, job.input["test"], device, job.output["accuracy"], log, job.provenance)

@@ -65,3 +65,31 @@ def evaluate(experiment: str, net_path, mask_paths: dict, data_path, device, out
     tables["sharing"] = sharing_table({t: masks[t] for t in exp.SHARING_TASKS}, labels)
     tables["histogram"] = probability_histogram(logits)
     steps.write_tables(tables, out_paths, provenance, log)
+
+
+# ---- the workflow's jobs (modmask.steps.run) ------------------------------------------------------------
+
+def _settings(job: steps.Job) -> dict:
+    settings = job.json("settings")
+    settings.setdefault("checkpoint_every", job.checkpoint_every)
+    return settings
+
+
+def network_job(job: steps.Job) -> None:
+    log, device = job.start()
+    pretrain(job.experiment, job.json("arch"), _settings(job), job.input["data"], job.seed, device,
+             job.output["network"], log, job.provenance, checkpoint_path=job.params["checkpoint"])
+
+
+def mask_job(job: steps.Job) -> None:
+    log, device = job.start()
+    task = job.wildcards["task"]
+    train_task_mask(job.experiment, task, _settings(job), job.input["network"], job.input["data"],
+                    steps.mask_seed(job.seed, task), device, job.output["mask"], log, job.provenance,
+                    checkpoint_path=job.params["checkpoint"])
+
+
+def evaluate_job(job: steps.Job) -> None:
+    log, device = job.start()
+    masks = {task: job.input[task] for task in job.params["tasks"]}
+    evaluate(job.experiment, job.input["network"], masks, job.input["data"], device, job.output, log, job.provenance)

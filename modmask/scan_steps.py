@@ -8,6 +8,7 @@ stages do not depend on SCAN's.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -85,3 +86,29 @@ def evaluate(net_path, mask_paths: dict, direct_paths: dict, test_paths: dict, d
                 weights += [{"mask": split, **row}
                             for row in scan.removed_output_weights(masks[scan.IID], mask, out_vocab)]
     steps.write_tables({"accuracy": accuracy, "output_weights": pd.DataFrame(weights)}, out_paths, provenance, log)
+
+
+# ---- the workflow's jobs (modmask.steps.run) ------------------------------------------------------------
+
+def _by_split(paths, prefix: str) -> dict:
+    """{split: path} from files named <prefix><split>.<ext> (no prefix: the split is the folder's name)."""
+    return {Path(p).stem[len(prefix):] if prefix else Path(p).parent.name: p for p in paths}
+
+
+def network_job(job: steps.Job) -> None:
+    log, device = job.start()
+    train_network(job.json("arch"), job.json("settings"), job.input["train"], job.seed, device, job.output["network"],
+                  log, job.provenance, checkpoint_every=job.checkpoint_every)
+
+
+def mask_job(job: steps.Job) -> None:
+    log, device = job.start()
+    train_mask(job.json("settings"), job.input["network"], job.input["train"],
+               steps.mask_seed(job.seed, job.wildcards["split"]), device, job.output["mask"], log, job.provenance,
+               checkpoint_every=job.checkpoint_every)
+
+
+def evaluate_job(job: steps.Job) -> None:
+    log, device = job.start()
+    evaluate(job.input["network"], _by_split(job.input["masks"], "mask_"), _by_split(job.input["direct"], "network_"),
+             _by_split(job.input["tests"], ""), device, job.output, log, job.provenance)

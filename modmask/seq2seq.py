@@ -27,8 +27,8 @@ or free running for a fixed number of steps, with dropout off (eval mode, as ``t
 network, or dropout 0): random ops raise under ``vmap``'s default ``randomness="error"``.
 :meth:`Seq2Seq.greedy_decode` stops once every sequence has produced ``<eos>``, a data-dependent
 branch ``vmap`` cannot take; run it plainly, or under a fixed binary mask with
-:func:`decode_with_mask` (``run_with_mask`` on a :class:`GreedyDecoder`, a module whose ``forward``
-is ``greedy_decode``).
+``modmask.experiments.scan.decode_with_mask`` (``run_with_mask`` on a :class:`GreedyDecoder`, a module
+whose ``forward`` is ``greedy_decode``).
 
 Masking: word embeddings are never masked, as in the paper: :class:`~modmask.masks.MaskSelection`
 skips every ``nn.Embedding`` by type, so no exclude pattern is needed. The output layer,
@@ -46,9 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import STAGE_OVERRIDES
 from .data.vocab import EOS_ID, PAD_ID, SOS_ID
-from .masked_model import run_with_mask
+
+# Keys of a config's architecture block that override a stage's settings, not the model's (the same as
+# modmask.config.STAGE_OVERRIDES; kept here so that the models do not import the workflow's config).
+STAGE_OVERRIDES = ("pretrain", "mask")
 
 
 # ---- shared helpers ----------------------------------------------------------------------------
@@ -235,13 +237,6 @@ class GreedyDecoder(nn.Module):
     def train(self, mode: bool = True):
         self._model.train(mode)
         return super().train(mode)
-
-
-def decode_with_mask(model: Seq2Seq, mask, src: torch.Tensor, src_lengths: torch.Tensor | None,
-                     max_len: int) -> torch.Tensor:
-    """Greedy ids ``[T, B]`` with ``model``'s masked parameters multiplied by a
-    :class:`~modmask.masks.BinaryMask` (None: the plain model)."""
-    return run_with_mask(GreedyDecoder(model, max_len), mask, src, src_lengths)
 
 
 # ---- LSTM --------------------------------------------------------------------------------------

@@ -5,19 +5,91 @@ The experiments' own steps (``pipeline`` for add/mul and double addition, ``scan
 ``mathematics_steps``, ``transfer``) train and score; saving, loading and table writing happen here, so
 that every experiment's files look alike and a file written by one experiment's rule cannot be read as
 another's network.
+
+The generic scripts (``scripts/network.py``, ``mask.py``, ``evaluate.py``) hand their Snakemake job to
+:func:`run`: it reads the job into a :class:`Job` (plain dicts, no Snakemake types) and calls the
+experiment's ``<stage>_job(job)`` in its steps module.
 """
 from __future__ import annotations
 
+import importlib
+import json
 import logging
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
-from . import experiments
+from . import experiments, runtime
 from .io import load_torch, save_torch, stable_hash, with_provenance, write_parquet
 from .masks import WeightMask
 
 NETWORK_FORMAT = "modmask.Network/2"
+# experiment -> the module holding its ``<stage>_job`` functions
+STEP_MODULES = {"addmul": "pipeline", "double_add": "pipeline", "scan": "scan_steps", "cifar10": "cifar_steps",
+                "mathematics": "mathematics_steps"}
+
+
+@dataclass
+class Job:
+    """One workflow job as plain data: named inputs and outputs (a path, or a list of paths), params
+    (``settings`` and ``arch`` as JSON text, ``provenance`` as a dict), wildcards and where to log."""
+    experiment: str
+    wildcards: dict = field(default_factory=dict)
+    input: dict = field(default_factory=dict)
+    output: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    log_file: str | None = None
+    threads: int = 1
+    device: str = "cpu"
+    checkpoint_every: int = 0
+
+    @classmethod
+    def from_snakemake(cls, job) -> "Job":
+        params = dict(job.params.items())
+        wildcards = dict(job.wildcards.items())
+        return cls(experiment=params.get("experiment") or wildcards["experiment"], wildcards=wildcards,
+                   input=_named(job.input), output=_named(job.output), params=params,
+                   log_file=job.log[0] if len(job.log) else None, threads=job.threads,
+                   device=job.config.get("device", "cpu"), checkpoint_every=job.config.get("checkpoint_every", 0))
+
+    @property
+    def seed(self) -> int:
+        return int(self.wildcards["seed"])
+
+    @property
+    def provenance(self) -> dict:
+        return dict(self.params["provenance"])
+
+    def json(self, name: str) -> dict:
+        """A param written as JSON text (``settings``, ``arch``)."""
+        return json.loads(self.params[name])
+
+    def start(self, seed: int | None = None) -> tuple[logging.Logger, torch.device]:
+        """Logger, seeded RNGs, threads and device for this job (seed: the run's, unless given)."""
+        return runtime.start_job(self.log_file, self.seed if seed is None else seed, self.threads, self.device)
+
+
+def _named(files) -> dict:
+    return {name: value if isinstance(value, str) else list(value) for name, value in files.items()}
+
+
+def mask_seed(seed: int, name: str) -> int:
+    """Each mask of a run gets its own noise and batch stream, derived from the run's seed and its name."""
+    return seed * 1000 + sum(map(ord, name))
+
+
+def run(snakemake_job, stage: str) -> None:
+    """Run one workflow job: the experiment's ``<step>_job`` (``step``: ``params.step`` if the rule sets
+    it, else ``stage``) in its steps module (:data:`STEP_MODULES`)."""
+    job = Job.from_snakemake(snakemake_job)
+    if job.experiment not in STEP_MODULES:
+        raise ValueError(f"no workflow steps for experiment {job.experiment!r}; known: {sorted(STEP_MODULES)}")
+    module = importlib.import_module(f"{__package__}.{STEP_MODULES[job.experiment]}")
+    step = job.params.get("step") or stage
+    if not hasattr(module, f"{step}_job"):
+        raise ValueError(f"experiment {job.experiment!r} has no {step!r} step ({module.__name__}.{step}_job)")
+    getattr(module, f"{step}_job")(job)
 
 
 def provenance(experiment: str, scale: str, names: dict, seed: int, hashed: dict, code: str, **columns) -> dict:

@@ -29,7 +29,13 @@ def cifar_provenance(stage, script, **columns):
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
         return cifar_steps.provenance(
-            config["cifar10"], wildcards.arch, wildcards.seed, stage, config["scale"], rule_code(script), **extra
+            config["cifar10"],
+            wildcards.arch,
+            wildcards.seed,
+            stage,
+            config["scale"],
+            step_code(script, "cifar10"),
+            **extra,
         )
 
     return columns_for
@@ -143,12 +149,13 @@ if CIFAR:
         resources:
             **job_resources("pretrain"),
         params:
+            experiment="cifar10",
             arch=lambda wc: settings_json(cifar_arch_spec(wc)),
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "pretrain")),
-            provenance=cifar_provenance("network", "cifar10_network.py"),
-            code=rule_code("cifar10_network.py"),
+            provenance=cifar_provenance("network", "network.py"),
+            code=step_code("network.py", "cifar10"),
         script:
-            "../scripts/cifar10_network.py"
+            "../scripts/network.py"
 
     rule cifar10_mask:
         """The control mask (all classes) or a mask without one class, its output layer the control's."""
@@ -164,11 +171,12 @@ if CIFAR:
         resources:
             **job_resources("mask"),
         params:
+            experiment="cifar10",
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", "cifar10_mask.py", mask="cifar_mask"),
-            code=rule_code("cifar10_mask.py"),
+            provenance=cifar_provenance("mask", "mask.py", mask="cifar_mask"),
+            code=step_code("mask.py", "cifar10"),
         script:
-            "../scripts/cifar10_mask.py"
+            "../scripts/mask.py"
 
     rule cifar10_evaluate:
         """Per-class accuracy and confusion matrices of the network, the control and every removal mask."""
@@ -186,10 +194,11 @@ if CIFAR:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=cifar_provenance("evaluate", "cifar10_evaluate.py"),
-            code=rule_code("cifar10_evaluate.py"),
+            experiment="cifar10",
+            provenance=cifar_provenance("evaluate", "evaluate.py"),
+            code=step_code("evaluate.py", "cifar10"),
         script:
-            "../scripts/cifar10_evaluate.py"
+            "../scripts/evaluate.py"
 
     rule cifar10_stability_mask:
         """One of the two masks (mask_seed 0 or 1) trained without a class pair, on its own."""
@@ -206,18 +215,20 @@ if CIFAR:
         resources:
             **job_resources("mask"),
         params:
+            experiment="cifar10",
+            step="stability_mask",
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", "cifar10_stability_mask.py", pair="pair", mask_seed="mask_seed"),
-            code=rule_code("cifar10_stability_mask.py"),
+            provenance=cifar_provenance("mask", "mask.py", pair="pair", mask_seed="mask_seed"),
+            code=step_code("mask.py", "cifar10"),
         script:
-            "../scripts/cifar10_stability_mask.py"
+            "../scripts/mask.py"
 
     rule cifar10_stability:
         """IoU of the two masks of each class pair of one network."""
         input:
-            cifar_stability_inputs,
+            masks=cifar_stability_inputs,
         output:
-            f"{CIFAR_DIR}/stability.parquet",
+            stability=f"{CIFAR_DIR}/stability.parquet",
         log:
             f"{RESULTS}/logs/cifar10/{{arch}}/seed{{seed}}/stability.log",
         conda:
@@ -225,10 +236,12 @@ if CIFAR:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=cifar_provenance("evaluate", "cifar10_stability.py"),
-            code=rule_code("cifar10_stability.py"),
+            experiment="cifar10",
+            step="stability",
+            provenance=cifar_provenance("evaluate", "evaluate.py"),
+            code=step_code("evaluate.py", "cifar10"),
         script:
-            "../scripts/cifar10_stability.py"
+            "../scripts/evaluate.py"
 
     localrules:
         cifar10_table,

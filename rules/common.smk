@@ -26,6 +26,15 @@ def rule_code(script, *modules):
 EXPERIMENT_MODULE = "experiments.{experiment}"
 
 
+def step_code(script, experiment=None):
+    """Code version of a rule running a generic step script (network, mask, evaluate) for ``experiment``
+    (None: the job's ``experiment`` wildcard): the script, the experiment's steps module and its experiment
+    module, each with what it imports (modmask.steps.run loads both by name)."""
+    if experiment is None:
+        return lambda wc: step_code(script, wc.experiment)
+    return rule_code(script, steps.STEP_MODULES[experiment], f"experiments.{experiment}")
+
+
 def job_resources(stage):
     """Resources of one job of ``stage`` from the config's ``resources`` block (the stage's entry over
     ``default``): ``runtime`` (minutes), ``mem_mb``, ``cpus`` (as ``cpus_per_task``, for SLURM) and
@@ -109,7 +118,7 @@ def provenance(wildcards, stage, script):
         {"arch": wildcards.arch},
         wildcards.seed,
         {k: blocks[k] for k in STAGE_BLOCKS[stage]},
-        rule_code(script, EXPERIMENT_MODULE)(wildcards),
+        step_code(script, wildcards.experiment),
         **mask,
     )
 

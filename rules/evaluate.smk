@@ -16,7 +16,7 @@ rule evaluate:
     params:
         tasks=variant_tasks,
         provenance=lambda wc: provenance(wc, "evaluate", "evaluate.py"),
-        code=rule_code("evaluate.py", EXPERIMENT_MODULE),
+        code=step_code("evaluate.py"),
     script:
         "../scripts/evaluate.py"
 

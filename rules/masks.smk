@@ -14,8 +14,8 @@ rule train_mask:
         **job_resources("mask"),
     params:
         settings=lambda wc: settings_json(mask_settings(wc)),
-        provenance=lambda wc: provenance(wc, "mask", "train_mask.py"),
+        provenance=lambda wc: provenance(wc, "mask", "mask.py"),
         checkpoint=lambda wc, output: f"{output.mask}.ckpt",
-        code=rule_code("train_mask.py", EXPERIMENT_MODULE),
+        code=step_code("mask.py"),
     script:
-        "../scripts/train_mask.py"
+        "../scripts/mask.py"

@@ -137,7 +137,13 @@ def math_provenance(stage, script, **columns):
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
         return mathematics_steps.provenance(
-            config["mathematics"], wildcards.task, wildcards.seed, stage, config["scale"], rule_code(script), **extra
+            config["mathematics"],
+            wildcards.task,
+            wildcards.seed,
+            stage,
+            config["scale"],
+            step_code(script, "mathematics"),
+            **extra,
         )
 
     return columns_for
@@ -163,12 +169,13 @@ if MATH:
         resources:
             **job_resources("pretrain"),
         params:
+            experiment="mathematics",
             arch=settings_json(MATH.get("network", {})),
             settings=lambda wc: settings_json(math_stage_settings(wc, "pretrain")),
-            provenance=math_provenance("network", "mathematics_network.py"),
-            code=rule_code("mathematics_network.py"),
+            provenance=math_provenance("network", "network.py"),
+            code=step_code("network.py", "mathematics"),
         script:
-            "../scripts/mathematics_network.py"
+            "../scripts/network.py"
 
     rule mathematics_mask:
         """A mask on the task's frozen network: `control` trains on every level, `easy` on easy only."""
@@ -185,11 +192,12 @@ if MATH:
         resources:
             **job_resources("mask"),
         params:
+            experiment="mathematics",
             settings=lambda wc: settings_json(math_stage_settings(wc, "mask")),
-            provenance=math_provenance("mask", "mathematics_mask.py", mask="math_mask"),
-            code=rule_code("mathematics_mask.py"),
+            provenance=math_provenance("mask", "mask.py", mask="math_mask"),
+            code=step_code("mask.py", "mathematics"),
         script:
-            "../scripts/mathematics_mask.py"
+            "../scripts/mask.py"
 
     rule mathematics_evaluate:
         """Exact-answer accuracy of the network without a mask and through each mask, per test level."""
@@ -209,10 +217,11 @@ if MATH:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=math_provenance("evaluate", "mathematics_evaluate.py"),
-            code=rule_code("mathematics_evaluate.py"),
+            experiment="mathematics",
+            provenance=math_provenance("evaluate", "evaluate.py"),
+            code=step_code("evaluate.py", "mathematics"),
         script:
-            "../scripts/mathematics_evaluate.py"
+            "../scripts/evaluate.py"
 
     localrules:
         mathematics_table,

@@ -14,8 +14,8 @@ rule pretrain:
     params:
         arch=lambda wc: settings_json(architecture_spec(wc)),
         settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "pretrain")),
-        provenance=lambda wc: provenance(wc, "pretrain", "pretrain.py"),
+        provenance=lambda wc: provenance(wc, "pretrain", "network.py"),
         checkpoint=lambda wc, output: f"{output.network}.ckpt",
-        code=rule_code("pretrain.py", EXPERIMENT_MODULE),
+        code=step_code("network.py"),
     script:
-        "../scripts/pretrain.py"
+        "../scripts/network.py"

@@ -24,7 +24,7 @@ def scan_provenance(stage, script, **columns):
     def columns_for(wildcards):
         extra = {k: getattr(wildcards, v) for k, v in columns.items()}
         return scan_steps.provenance(
-            config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"], rule_code(script), **extra
+            config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"], step_code(script, "scan"), **extra
         )
 
     return columns_for
@@ -80,12 +80,13 @@ if SCAN:
         resources:
             **job_resources("pretrain"),
         params:
+            experiment="scan",
             arch=lambda wc: settings_json(scan_arch_spec(wc)),
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "pretrain")),
-            provenance=scan_provenance("network", "scan_network.py", trained_on="split"),
-            code=rule_code("scan_network.py"),
+            provenance=scan_provenance("network", "network.py", trained_on="split"),
+            code=step_code("network.py", "scan"),
         script:
-            "../scripts/scan_network.py"
+            "../scripts/network.py"
 
     rule scan_mask:
         """A mask on the IID-pretrained network, trained on one split's train set."""
@@ -102,11 +103,12 @@ if SCAN:
         resources:
             **job_resources("mask"),
         params:
+            experiment="scan",
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "mask")),
-            provenance=scan_provenance("mask", "scan_mask.py", mask="split"),
-            code=rule_code("scan_mask.py"),
+            provenance=scan_provenance("mask", "mask.py", mask="split"),
+            code=step_code("mask.py", "scan"),
         script:
-            "../scripts/scan_mask.py"
+            "../scripts/mask.py"
 
     rule scan_evaluate:
         """Exact-match accuracy of every network and mask of one (architecture, seed) on every test set,
@@ -130,10 +132,11 @@ if SCAN:
         resources:
             **job_resources("evaluate"),
         params:
-            provenance=scan_provenance("evaluate", "scan_evaluate.py"),
-            code=rule_code("scan_evaluate.py"),
+            experiment="scan",
+            provenance=scan_provenance("evaluate", "evaluate.py"),
+            code=step_code("evaluate.py", "scan"),
         script:
-            "../scripts/scan_evaluate.py"
+            "../scripts/evaluate.py"
 
     localrules:
         scan_table,

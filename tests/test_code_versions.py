@@ -86,7 +86,7 @@ def test_every_scripted_rule_has_the_code_version_of_its_own_script():
             script = re.search(r"script:\s*\"\.\./scripts/(\w+\.py)\"", body)
             if script is None or name in exempt:
                 continue
-            assert f'code=rule_code("{script.group(1)}"' in body, (rule_file.name, name)
+            assert re.search(rf'code=(rule|step)_code\("{re.escape(script.group(1))}"', body), (rule_file.name, name)
             for used in re.findall(r'provenance\([^)]*?"(\w+\.py)"', body):
                 assert used == script.group(1), (rule_file.name, name, used)
             checked += 1

@@ -247,3 +247,9 @@ def test_cifar10_removed_classes_are_checked_against_the_ten_classes():
     config["cifar10"]["removed_classes"] = ["cat", "kitten"]
     with pytest.raises(ConfigError, match=r"cifar10\.removed_classes"):
         validate_config(config)
+
+
+def test_the_models_ignore_the_same_stage_override_keys_as_the_config():
+    from modmask import config, seq2seq
+
+    assert seq2seq.STAGE_OVERRIDES == config.STAGE_OVERRIDES

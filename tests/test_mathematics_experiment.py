@@ -12,7 +12,7 @@ from modmask.data.vocab import EOS_ID, PAD_ID, SOS_ID, UnknownTokenError
 from modmask.experiments import mathematics as math_exp
 from modmask.masked_model import MaskedModel
 from modmask.masks import BinaryMask, WeightMask
-from modmask.seq2seq import decode_with_mask
+from modmask.experiments.scan import decode_with_mask
 from modmask.training import TrainSettings
 
 LOG = logging.getLogger("test")

@@ -114,7 +114,7 @@ def test_killed_training_jobs_resume_and_match_an_uninterrupted_run(tmp_path):
     run = start(work, NETWORK)
     checkpoint = work / f"{NETWORK}.ckpt"
     wait_for(checkpoint, run)
-    job = job_process(run, "pretrain.py")
+    job = job_process(run, "network.py")
     job.send_signal(signal.SIGKILL)
     job.wait(timeout=30)
     killed_at = checkpoint_step(checkpoint)
@@ -130,7 +130,7 @@ def test_killed_training_jobs_resume_and_match_an_uninterrupted_run(tmp_path):
     run = start(work, MASK)
     checkpoint = work / f"{MASK}.ckpt"
     wait_for(checkpoint, run)
-    job = job_process(run, "train_mask.py")
+    job = job_process(run, "mask.py")
     os.killpg(run.pid, signal.SIGKILL)  # Snakemake and everything in its process group
     job.kill()  # in case the job runs in a group of its own
     job.wait(timeout=30)

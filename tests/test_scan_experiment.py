@@ -11,7 +11,7 @@ from modmask.data import scan as scan_data
 from modmask.data.vocab import EOS_ID, PAD_ID, SOS_ID, UnknownTokenError
 from modmask.experiments import scan
 from modmask.masks import BinaryMask, WeightMask
-from modmask.seq2seq import decode_with_mask
+from modmask.experiments.scan import decode_with_mask
 from modmask.training import TrainSettings
 
 LOG = logging.getLogger("test")

@@ -9,7 +9,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from modmask import BinaryMask, MaskedModel, WeightMask, run_with_mask
 from modmask.data.vocab import EOS_ID, PAD_ID, SOS_ID
-from modmask.seq2seq import (GreedyDecoder, LSTMSeq2Seq, TransformerSeq2Seq, build_seq2seq, decode_with_mask,
+from modmask.experiments.scan import decode_with_mask
+from modmask.seq2seq import (GreedyDecoder, LSTMSeq2Seq, TransformerSeq2Seq, build_seq2seq,
                              sequence_accuracy, sequence_correct, sequence_loss)
 
 IN_VOCAB, OUT_VOCAB = 11, 9   # 4 specials + 7 source tokens, 4 specials + 5 target tokens

@@ -25,7 +25,7 @@ Exact match: as for SCAN, a greedy decoder emits the answer exactly if and only 
 argmax equals the answer at every position up to and including ``<eos>``, so :func:`exact_match`
 scores a test set with one teacher-forced pass per chunk (test examples sorted by question length,
 so that a chunk carries little padding). ``tests/test_mathematics_experiment.py`` checks it against
-:func:`~modmask.seq2seq.decode_with_mask`.
+:func:`~modmask.experiments.scan.decode_with_mask`.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ fed the target's own prefix at every step (teacher forcing), its argmax equals t
 token at every position up to and including ``<eos>``: both runs then see the same prefixes.
 :func:`exact_match` uses this to score a whole test set in one teacher-forced pass per batch
 instead of a step-by-step decode; ``tests/test_scan_experiment.py`` checks that it agrees with
-:func:`~modmask.seq2seq.decode_with_mask`.
+:func:`decode_with_mask`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from ..data import scan as scan_data
 from ..data.vocab import PAD_ID, SOS_ID, Vocabulary
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
-from ..seq2seq import Seq2Seq, build_seq2seq, sequence_correct, sequence_loss, spec_keys
+from ..seq2seq import GreedyDecoder, Seq2Seq, build_seq2seq, sequence_correct, sequence_loss, spec_keys
 from ..training import BatchSampler, History, TrainSettings, train_mask, train_network
 
 NAME = "scan"
@@ -103,6 +103,13 @@ def teacher_forced(model, packed: torch.Tensor, **kwargs) -> torch.Tensor:
 def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the non-padding action tokens; ``targets`` are batch-first action ids."""
     return sequence_loss(logits, targets.t()[:logits.shape[0]])
+
+
+def decode_with_mask(model: Seq2Seq, mask, src: torch.Tensor, src_lengths: torch.Tensor | None,
+                     max_len: int) -> torch.Tensor:
+    """Greedy ids ``[T, B]`` with ``model``'s masked parameters multiplied by a
+    :class:`~modmask.masks.BinaryMask` (None: the plain model)."""
+    return run_with_mask(GreedyDecoder(model, max_len), mask, src, src_lengths)
 
 
 def build_network(spec: dict, seed: int) -> Seq2Seq:
