@@ -19,6 +19,7 @@ FIGURES = "figures"
 
 
 include: "rules/common.smk"
+include: "rules/experiments.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/masks.smk"

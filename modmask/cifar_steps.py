@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 
 from . import steps
-from .config import network_spec, stage_settings
+from .config import network_spec, seeds, stage_settings
 from .data import cifar10 as cifar_data
 from .experiments import cifar10
-from .io import load_torch, save_torch, with_provenance, write_parquet
+from .io import load_torch, with_provenance, write_parquet
 from .training import TrainSettings
 
 STAGE_BLOCKS = {"network": ("data", "arch", "pretrain"), "mask": ("data", "arch", "pretrain", "mask"),
@@ -29,36 +29,8 @@ def provenance(block: dict, arch: str, seed: int, stage: str, scale: str, code: 
                             code, **columns)
 
 
-def source_folder(data_block: dict, download_folder: str | None) -> tuple[str, str]:
-    """Where the images come from: ("batches", folder) or ("jpeg", archive)."""
-    if data_block.get("cifar_dir"):
-        return "batches", data_block["cifar_dir"]
-    if data_block.get("download"):
-        return "batches", download_folder
-    if data_block.get("jpeg_archive"):
-        return "jpeg", data_block["jpeg_archive"]
-    raise ValueError("cifar10.data: set cifar_dir (an existing cifar-10-batches-py), download: true, or "
-                     "jpeg_archive (the shared JPEG copy)")
-
-
-def prepare_data(data_block: dict, source, work_dir, out_path, log: logging.Logger) -> None:
-    """The uint8 tensor cache every other job reads, from a folder of official batches or the JPEG
-    archive (converted once into that layout under ``work_dir``)."""
-    source = Path(source)
-    if source.name.endswith(".tar.gz"):
-        log.info("converting %s into the cifar-10-batches-py layout under %s (once)", source, work_dir)
-        source = cifar_data.local_copy(source, work_dir)
-    log.info("reading CIFAR-10 from %s", source)
-    data = cifar_data.load(source, verify=True)
-    cache = cifar10.data_cache(data, data_block.get("train_size"), data_block.get("test_size"),
-                               int(data_block.get("seed", 0)))
-    save_torch(cache, out_path)
-    log.info("wrote %s: %d training and %d test images", out_path, len(cache["train"]["labels"]),
-             len(cache["test"]["labels"]))
-
-
 def load_data(path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
-    cache = cifar10.check_cache(load_torch(path), path)
+    cache = cifar_data.check_cache(load_torch(path), path)
     return cache[part]["images"], cache[part]["labels"]
 
 
@@ -125,17 +97,37 @@ def pair_classes(name: str) -> tuple[str, ...]:
     return classes
 
 
-def download(folder, log: logging.Logger) -> Path:
-    log.info("downloading CIFAR-10 into %s", folder)
-    return cifar_data.download(folder)
+# ---- the files of the workflow's jobs (rules/cifar10.smk) ------------------------------------------------
+
+def mask_inputs(results: str, cache: str, arch: str, seed, mask: str) -> dict:
+    """A mask job's inputs; a removal mask also needs the control mask, whose output layer it keeps."""
+    run = f"{results}/cifar10/{arch}/seed{seed}"
+    inputs = {"data": cache, "network": f"{run}/network.pt"}
+    if mask != cifar10.CONTROL:
+        inputs["control"] = f"{run}/mask_control.pt"
+    return inputs
+
+
+def stability_masks(block: dict, results: str, arch: str, seed) -> list[str]:
+    """Both masks of every class pair of one network (``<pair>_mask0.pt``, ``<pair>_mask1.pt``); the pairs are
+    drawn from the network's seed."""
+    pairs = [pair_name(p) for p in cifar10.class_pairs(block["stability"]["pairs"], int(seed))]
+    return [f"{results}/cifar10/{arch}/seed{seed}/stability/{pair}_mask{s}.pt" for pair in pairs for s in (0, 1)]
+
+
+def table_inputs(block: dict, results: str, table: str) -> list[str]:
+    """Per-run files of one CIFAR-10 table: every (architecture, seed), or the stability networks."""
+    if table == "stability":
+        arch = block["stability"]["architecture"]
+        return [f"{results}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(block["stability"]["networks"])]
+    return [f"{results}/cifar10/{arch}/seed{seed}/{table}.parquet" for arch in block["architectures"]
+            for seed in seeds(block)]
 
 
 # ---- the workflow's jobs (modmask.steps.run) ------------------------------------------------------------
 
 def network_job(job: steps.Job) -> None:
-    log, device = job.start()
-    train_network(job.json("arch"), job.json("settings"), job.input["data"], job.seed, device, job.output["network"],
-                  log, job.provenance, checkpoint_every=job.checkpoint_every)
+    steps.network_step(job, train_network, data="data")
 
 
 def mask_job(job: steps.Job) -> None:
@@ -162,8 +154,7 @@ def stability_mask_job(job: steps.Job) -> None:
 
 def evaluate_job(job: steps.Job) -> None:
     log, device = job.start()
-    masks = {Path(p).stem[len("mask_"):]: p for p in job.input["masks"]}
-    evaluate(job.input["network"], masks, job.input["data"], device, job.output, log, job.provenance)
+    evaluate(job.input["network"], steps.files_by_name(job.input["masks"], "mask_"), job.input["data"], device, job.output, log, job.provenance)
 
 
 def stability_job(job: steps.Job) -> None:

@@ -16,7 +16,6 @@ other experiments' stages do not depend on this one's.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -107,9 +106,7 @@ def evaluate(net_path, mask_paths: dict, test_path, device, out_path, log: loggi
 # ---- the workflow's jobs (modmask.steps.run) ------------------------------------------------------------
 
 def network_job(job: steps.Job) -> None:
-    log, device = job.start()
-    train_network(job.json("arch"), job.json("settings"), job.input["train"], job.seed, device, job.output["network"],
-                  log, job.provenance, checkpoint_every=job.checkpoint_every)
+    steps.network_step(job, train_network)
 
 
 def mask_job(job: steps.Job) -> None:
@@ -122,5 +119,4 @@ def mask_job(job: steps.Job) -> None:
 
 def evaluate_job(job: steps.Job) -> None:
     log, device = job.start()
-    masks = {Path(path).stem[len("mask_"):]: path for path in job.input["masks"]}
-    evaluate(job.input["network"], masks, job.input["test"], device, job.output["accuracy"], log, job.provenance)
+    evaluate(job.input["network"], steps.files_by_name(job.input["masks"], "mask_"), job.input["test"], device, job.output["accuracy"], log, job.provenance)

@@ -90,15 +90,13 @@ def evaluate(net_path, mask_paths: dict, direct_paths: dict, test_paths: dict, d
 
 # ---- the workflow's jobs (modmask.steps.run) ------------------------------------------------------------
 
-def _by_split(paths, prefix: str) -> dict:
-    """{split: path} from files named <prefix><split>.<ext> (no prefix: the split is the folder's name)."""
-    return {Path(p).stem[len(prefix):] if prefix else Path(p).parent.name: p for p in paths}
+def _by_folder(paths) -> dict:
+    """{split: path} for files in a folder named after their split (data/scan/<split>/test.parquet)."""
+    return {Path(p).parent.name: p for p in paths}
 
 
 def network_job(job: steps.Job) -> None:
-    log, device = job.start()
-    train_network(job.json("arch"), job.json("settings"), job.input["train"], job.seed, device, job.output["network"],
-                  log, job.provenance, checkpoint_every=job.checkpoint_every)
+    steps.network_step(job, train_network)
 
 
 def mask_job(job: steps.Job) -> None:
@@ -110,5 +108,6 @@ def mask_job(job: steps.Job) -> None:
 
 def evaluate_job(job: steps.Job) -> None:
     log, device = job.start()
-    evaluate(job.input["network"], _by_split(job.input["masks"], "mask_"), _by_split(job.input["direct"], "network_"),
-             _by_split(job.input["tests"], ""), device, job.output, log, job.provenance)
+    evaluate(job.input["network"], steps.files_by_name(job.input["masks"], "mask_"),
+             steps.files_by_name(job.input["direct"], "network_"), _by_folder(job.input["tests"]), device, job.output,
+             log, job.provenance)

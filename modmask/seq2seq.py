@@ -89,6 +89,12 @@ def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
 loss = sequence_loss
 
 
+def batch_first_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`sequence_loss` of time-major ``logits [T, B, V]`` against batch-first target ids ``[B, T']``
+    (cut to the T steps the logits cover): the loss the SCAN and Mathematics experiments train with."""
+    return sequence_loss(logits, targets.t()[:logits.shape[0]])
+
+
 def _pad_to(ids: torch.Tensor, steps: int) -> torch.Tensor:
     if ids.shape[0] >= steps:
         return ids

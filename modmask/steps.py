@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -72,6 +73,19 @@ class Job:
 
 def _named(files) -> dict:
     return {name: value if isinstance(value, str) else list(value) for name, value in files.items()}
+
+
+def files_by_name(paths, prefix: str) -> dict:
+    """{name: path} for files named ``<prefix><name>.<ext>`` (``mask_easy.pt`` -> ``easy``)."""
+    return {Path(p).stem[len(prefix):]: p for p in paths}
+
+
+def network_step(job: Job, train_network, data: str = "train") -> None:
+    """The network job of an experiment whose ``train_network(arch, settings, data_path, seed, device, out_path,
+    log, provenance, checkpoint_every=)`` trains on the job's input ``data``."""
+    log, device = job.start()
+    train_network(job.json("arch"), job.json("settings"), job.input[data], job.seed, device, job.output["network"],
+                  log, job.provenance, checkpoint_every=job.checkpoint_every)
 
 
 def mask_seed(seed: int, name: str) -> int:

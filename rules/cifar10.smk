@@ -17,85 +17,12 @@ CIFAR_MASKS = [cifar_experiment.CONTROL] + [
 ]
 
 
-def cifar_arch_spec(wildcards):
-    """The CNN settings of one CIFAR-10 architecture."""
-    return network_spec(config["cifar10"], wildcards.arch)
-
-
-def cifar_provenance(stage, script, **columns):
-    """Provenance columns of a CIFAR-10 stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
-    from modmask import cifar_steps
-
-    def columns_for(wildcards):
-        extra = {k: getattr(wildcards, v) for k, v in columns.items()}
-        return cifar_steps.provenance(
-            config["cifar10"],
-            wildcards.arch,
-            wildcards.seed,
-            stage,
-            config["scale"],
-            step_code(script, "cifar10"),
-            **extra,
-        )
-
-    return columns_for
-
-
-def cifar_source_inputs():
-    """What the data cache is made from: the batch files of an existing copy (so that a missing one is
-    named before anything runs), the download rule's folder, or the shared JPEG archive."""
-    from modmask.data import cifar10 as cifar_data
-
-    data = config["cifar10"]["data"]
-    if data.get("cifar_dir"):
-        folder = cifar_data.batches_dir(data["cifar_dir"])
-        return [f"{folder}/{name}" for name in (*cifar_data.TRAIN_FILES, *cifar_data.TEST_FILES)]
-    return [CIFAR_SOURCE[1]]
-
-
-def cifar_mask_inputs(wildcards):
-    """A removal mask also needs the control mask, whose output layer it keeps."""
-    inputs = {"data": CIFAR_CACHE, "network": f"{RESULTS}/cifar10/{wildcards.arch}/seed{wildcards.seed}/network.pt"}
-    if wildcards.cifar_mask != "control":
-        inputs["control"] = f"{RESULTS}/cifar10/{wildcards.arch}/seed{wildcards.seed}/mask_control.pt"
-    return inputs
-
-
-def cifar_pairs(seed):
-    """The random class pairs of the stability study for one network (drawn from its seed)."""
-    from modmask.cifar_steps import pair_name
-    from modmask.experiments.cifar10 import class_pairs
-
-    return [pair_name(p) for p in class_pairs(config["cifar10"]["stability"]["pairs"], int(seed))]
-
-
-def cifar_stability_inputs(wildcards):
-    """Both masks of every class pair of one network: ``<pair>_mask0.pt`` and ``<pair>_mask1.pt``."""
-    base = f"{RESULTS}/cifar10/{wildcards.arch}/seed{wildcards.seed}/stability"
-    return [f"{base}/{pair}_mask{s}.pt" for pair in cifar_pairs(wildcards.seed) for s in (0, 1)]
-
-
-def cifar_table_inputs(table):
-    """Per-run files of one CIFAR-10 table: every (architecture, seed), or the stability networks."""
-    block = config["cifar10"]
-    if table == "stability":
-        arch = block["stability"]["architecture"]
-        return [
-            f"{RESULTS}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(block["stability"]["networks"])
-        ]
-    return [
-        f"{RESULTS}/cifar10/{arch}/seed{seed}/{table}.parquet"
-        for arch in block["architectures"]
-        for seed in seeds(block)
-    ]
-
-
 if CIFAR:
     from modmask import cifar_steps
 
     CIFAR_DATA = CIFAR["data"]
     CIFAR_DOWNLOAD = f"{CIFAR_DATA.get('download_dir', 'data/cifar10')}/{cifar_data_module.FOLDER}"
-    CIFAR_SOURCE = cifar_steps.source_folder(CIFAR_DATA, CIFAR_DOWNLOAD)
+    CIFAR_SOURCE = cifar_data_module.source_folder(CIFAR_DATA, CIFAR_DOWNLOAD)
 
     wildcard_constraints:
         cifar_mask="|".join(CIFAR_MASKS),
@@ -120,7 +47,7 @@ if CIFAR:
     rule cifar10_data:
         """The uint8 image cache the other CIFAR-10 jobs read (official batches, or the shared JPEG copy)."""
         input:
-            cifar_source_inputs(),
+            cifar_data_module.source_files(CIFAR_DATA, CIFAR_SOURCE),
         output:
             CIFAR_CACHE,
         log:
@@ -150,9 +77,9 @@ if CIFAR:
             **job_resources("pretrain"),
         params:
             experiment="cifar10",
-            arch=lambda wc: settings_json(cifar_arch_spec(wc)),
+            arch=arch_spec_json(CIFAR),
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "pretrain")),
-            provenance=cifar_provenance("network", "network.py"),
+            provenance=block_provenance("cifar10", "network", "network.py"),
             code=step_code("network.py", "cifar10"),
         script:
             "../scripts/network.py"
@@ -160,7 +87,7 @@ if CIFAR:
     rule cifar10_mask:
         """The control mask (all classes) or a mask without one class, its output layer the control's."""
         input:
-            unpack(cifar_mask_inputs),
+            unpack(lambda wc: cifar_steps.mask_inputs(RESULTS, CIFAR_CACHE, wc.arch, wc.seed, wc.cifar_mask)),
         output:
             mask=f"{CIFAR_DIR}/mask_{{cifar_mask}}.pt",
         log:
@@ -173,7 +100,7 @@ if CIFAR:
         params:
             experiment="cifar10",
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", "mask.py", mask="cifar_mask"),
+            provenance=block_provenance("cifar10", "mask", "mask.py", mask="cifar_mask"),
             code=step_code("mask.py", "cifar10"),
         script:
             "../scripts/mask.py"
@@ -195,7 +122,7 @@ if CIFAR:
             **job_resources("evaluate"),
         params:
             experiment="cifar10",
-            provenance=cifar_provenance("evaluate", "evaluate.py"),
+            provenance=block_provenance("cifar10", "evaluate", "evaluate.py"),
             code=step_code("evaluate.py", "cifar10"),
         script:
             "../scripts/evaluate.py"
@@ -218,7 +145,7 @@ if CIFAR:
             experiment="cifar10",
             step="stability_mask",
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
-            provenance=cifar_provenance("mask", "mask.py", pair="pair", mask_seed="mask_seed"),
+            provenance=block_provenance("cifar10", "mask", "mask.py", pair="pair", mask_seed="mask_seed"),
             code=step_code("mask.py", "cifar10"),
         script:
             "../scripts/mask.py"
@@ -226,7 +153,7 @@ if CIFAR:
     rule cifar10_stability:
         """IoU of the two masks of each class pair of one network."""
         input:
-            masks=cifar_stability_inputs,
+            masks=lambda wc: cifar_steps.stability_masks(CIFAR, RESULTS, wc.arch, wc.seed),
         output:
             stability=f"{CIFAR_DIR}/stability.parquet",
         log:
@@ -238,7 +165,7 @@ if CIFAR:
         params:
             experiment="cifar10",
             step="stability",
-            provenance=cifar_provenance("evaluate", "evaluate.py"),
+            provenance=block_provenance("cifar10", "evaluate", "evaluate.py"),
             code=step_code("evaluate.py", "cifar10"),
         script:
             "../scripts/evaluate.py"
@@ -249,7 +176,7 @@ if CIFAR:
     rule cifar10_table:
         """One tidy CIFAR-10 table over all architectures and seeds."""
         input:
-            lambda wc: cifar_table_inputs(wc.cifar_table),
+            lambda wc: cifar_steps.table_inputs(CIFAR, RESULTS, wc.cifar_table),
         output:
             f"{RESULTS}/cifar10/{{cifar_table}}.parquet",
         log:

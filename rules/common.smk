@@ -1,18 +1,15 @@
-# Helpers shared by the rules: config lookups, code versions for rerun triggers, job lists.
+# What every experiment's rules use: code versions (rerun triggers), job resources, settings as params.
+import importlib
 import json
 
-from modmask import experiments, steps
+from modmask import steps
 
 from modmask.code_versions import code_version
 from modmask.config import network_spec, seeds, stage_settings, sweep_mask_settings, variant_seeds
 
-EXPERIMENTS = list(config["experiments"])
-# Every experiment's evaluation writes the same tables (their columns differ by experiment).
-TABLES = ["accuracy", "confusion", "layers", "sharing", "histogram"]
-
 
 def rule_code(script, *modules):
-    """Code version of a rule that runs ``scripts/<script>``: the hash of the script and of every library
+    """The code version of the scripts/<script> that a rule runs, the hash of the script and of every library
     module it imports, directly or not (``modmask.code_versions``), so that editing a module re-runs
     exactly the rules whose code imports it. ``modules`` names what the script loads by computed name;
     ``{wildcard}`` in one makes the version a function of the job's wildcards."""
@@ -20,10 +17,6 @@ def rule_code(script, *modules):
     if any("{" in module for module in modules):
         return lambda wc: code_version(path, *(module.format(**dict(wc.items())) for module in modules))
     return code_version(path, *modules)
-
-
-# The experiment module that ``experiments.get`` loads for a job of the experiment rules
-EXPERIMENT_MODULE = "experiments.{experiment}"
 
 
 def step_code(script, experiment=None):
@@ -50,107 +43,40 @@ def job_resources(stage):
 
 
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
     seed=r"\d+",
-    arch=r"[A-Za-z][A-Za-z0-9_]*",
-    task=r"[A-Za-z0-9_]+",
-    # "main": the experiment's mask settings; "beta<value>": the same with beta replaced (sweeps)
-    variant=r"main|beta[0-9.eE+-]+",
-
-
-def experiment_config(wildcards):
-    return config["experiments"][wildcards.experiment]
-
-
-def variant_name(beta=None):
-    return "main" if beta is None else f"beta{beta:g}"
-
-
-def mask_settings(wildcards):
-    """The mask block for an architecture and variant (a beta sweep point: sweeps.mask and its beta)."""
-    exp = experiment_config(wildcards)
-    if wildcards.variant == "main":
-        return stage_settings(exp, wildcards.arch, "mask")
-    return sweep_mask_settings(exp, wildcards.arch, float(wildcards.variant[len("beta") :]))
-
-
-def architecture_spec(wildcards):
-    return network_spec(experiment_config(wildcards), wildcards.arch)
-
-
-def variant_tasks(wildcards):
-    """Main runs train every mask task; sweep points only the masks compared for sharing."""
-    exp = experiments.get(wildcards.experiment)
-    return list(exp.MASK_TASKS if wildcards.variant == "main" else exp.SHARING_TASKS)
 
 
 def settings_json(block):
     return json.dumps(block, sort_keys=True)
 
 
-STAGE_BLOCKS = {
-    "pretrain": ("data", "arch", "pretrain"),
-    "mask": ("data", "arch", "pretrain", "mask"),
-    "evaluate": ("data", "arch", "pretrain", "mask"),
-}
+def arch_spec_json(block):
+    """Params function: one architecture's network settings of an experiment's config block, as JSON."""
+    return lambda wc: settings_json(network_spec(block, wc.arch))
 
 
-def provenance(wildcards, stage, script):
-    """Columns every table row carries, so each number traces back to its seed, config and code
-    (``script``: what the rule runs, see ``rule_code``).
+def block_provenance(experiment, stage, script, name="arch", **columns):
+    """Params function: the provenance columns of a job of ``experiment`` (its own config block and steps
+    module: scan, cifar10, mathematics) at ``stage``, run by ``script``. ``name`` is the wildcard naming the
+    run (arch or task); ``columns`` maps further column names to wildcard names."""
+    steps_module = importlib.import_module(f"modmask.{steps.STEP_MODULES[experiment]}")
 
-    The config hash covers only the settings the stage depends on, so a changed mask setting
-    does not re-run pretraining.
-    """
-    exp = experiment_config(wildcards)
-    blocks = {
-        "data": exp.get("data", {}),
-        "arch": architecture_spec(wildcards),
-        "pretrain": stage_settings(exp, wildcards.arch, "pretrain"),
-    }
-    mask = {}
-    if stage != "pretrain":
-        blocks["mask"] = mask_settings(wildcards)
-        mask = {"variant": wildcards.variant, "beta": blocks["mask"]["beta"]}
-    return steps.provenance(
-        wildcards.experiment,
-        config["scale"],
-        {"arch": wildcards.arch},
-        wildcards.seed,
-        {k: blocks[k] for k in STAGE_BLOCKS[stage]},
-        step_code(script, wildcards.experiment),
-        **mask,
-    )
+    def columns_for(wildcards):
+        extra = {column: getattr(wildcards, wildcard) for column, wildcard in columns.items()}
+        return steps_module.provenance(
+            config[experiment],
+            getattr(wildcards, name),
+            wildcards.seed,
+            stage,
+            config["scale"],
+            step_code(script, experiment),
+            **extra,
+        )
+
+    return columns_for
 
 
-def run_dirs(experiment):
-    """Evaluation folders of an experiment's main runs: its architectures and seeds."""
-    exp = config["experiments"][experiment]
-    return [f"{RESULTS}/{experiment}/{arch}/seed{seed}/main" for arch in exp["architectures"] for seed in seeds(exp)]
-
-
-def mask_files(wildcards):
-    base = f"{RESULTS}/{wildcards.experiment}/{wildcards.arch}/seed{wildcards.seed}/{wildcards.variant}"
-    return {task: f"{base}/mask_{task}.pt" for task in variant_tasks(wildcards)}
-
-
-def seed_tables(experiment):
-    return {table: [f"{d}/{table}.parquet" for d in run_dirs(experiment)] for table in TABLES}
-
-
-def sweep_run_dirs(experiment):
-    """Evaluation folders of an experiment's sweeps: beta points, and network sizes at the main beta.
-
-    Both are beta-sweep variants (only the masks compared for sharing, ``sweeps.mask`` settings),
-    so a size-sweep point of an architecture that is also beta-swept is the same job.
-    """
-    exp = config["experiments"][experiment]
-    sweeps = exp["sweeps"]
-    base = f"{RESULTS}/{experiment}"
-    points = [(arch, beta) for arch in sweeps["beta_architectures"] for beta in sweeps["beta"]]
-    points += [(arch, stage_settings(exp, arch, "mask")["beta"]) for arch in sweeps["size_architectures"]]
-    dirs = [f"{base}/{arch}/seed{seed}/{variant_name(float(beta))}" for arch, beta in points for seed in seeds(sweeps)]
-    return list(dict.fromkeys(dirs))
-
-
-SWEEP_EXPERIMENTS = [e for e in EXPERIMENTS if "sweeps" in config["experiments"][e]]
+def run_folders(experiment):
+    """Folders of every (architecture, seed) run of an experiment with its own config block."""
+    block = config[experiment]
+    return [f"{RESULTS}/{experiment}/{arch}/seed{seed}" for arch in block["architectures"] for seed in seeds(block)]

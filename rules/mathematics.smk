@@ -19,6 +19,7 @@ MATH_TABLES = f"{RESULTS}/data/mathematics/{{task}}"  # shards: <task>/shards/<l
 
 
 if MATH:
+    from modmask import generator_env
     from modmask.data import mathematics as math_data
 
     MATH_DATA = MATH["data"]
@@ -33,7 +34,7 @@ if MATH:
     MATH_PYTHON = {
         "python": MATH_DATA.get("python"),
         "conda": "python",
-        "venv": str(math_data.venv_python(MATH_VENV)),
+        "venv": str(generator_env.venv_python(MATH_VENV)),
     }.get(MATH_SOURCE)
 
     if MATH_SOURCE == "venv":
@@ -83,7 +84,7 @@ if MATH:
                 hash_seed=math_data.HASH_SEED,
                 samples=lambda wc: math_data.shard_settings(MATH_DATA, wc.task, wc.level, wc.shard)["samples"],
                 seed=lambda wc: math_data.shard_settings(MATH_DATA, wc.task, wc.level, wc.shard)["seed"],
-                code=math_data.file_version(MATH_SHARD_SCRIPT, MATH_REQUIREMENTS),
+                code=generator_env.file_version(MATH_SHARD_SCRIPT, MATH_REQUIREMENTS),
             shell:
                 "PYTHONHASHSEED={params.hash_seed} {params.python:q} {params.script:q} --task {wildcards.task}"
                 " --level {wildcards.level} --samples {params.samples} --seed {params.seed}"
@@ -123,33 +124,8 @@ if MATH:
 MATH_RUN = f"{RESULTS}/mathematics/{{task}}/seed{{seed}}"
 
 
-def math_stage_settings(wildcards, stage):
-    """A task's ``pretrain`` or ``mask`` settings (the task's overrides merged in)."""
-    from modmask import mathematics_steps
-
-    return mathematics_steps.stage_settings(config["mathematics"], wildcards.task, stage)
-
-
-def math_provenance(stage, script, **columns):
-    """Provenance columns of a Mathematics stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
-    from modmask import mathematics_steps
-
-    def columns_for(wildcards):
-        extra = {k: getattr(wildcards, v) for k, v in columns.items()}
-        return mathematics_steps.provenance(
-            config["mathematics"],
-            wildcards.task,
-            wildcards.seed,
-            stage,
-            config["scale"],
-            step_code(script, "mathematics"),
-            **extra,
-        )
-
-    return columns_for
-
-
 if MATH:
+    from modmask import mathematics_steps
     from modmask.experiments import mathematics as math_experiment
 
     wildcard_constraints:
@@ -171,8 +147,8 @@ if MATH:
         params:
             experiment="mathematics",
             arch=settings_json(MATH.get("network", {})),
-            settings=lambda wc: settings_json(math_stage_settings(wc, "pretrain")),
-            provenance=math_provenance("network", "network.py"),
+            settings=lambda wc: settings_json(mathematics_steps.stage_settings(MATH, wc.task, "pretrain")),
+            provenance=block_provenance("mathematics", "network", "network.py", name="task"),
             code=step_code("network.py", "mathematics"),
         script:
             "../scripts/network.py"
@@ -193,8 +169,8 @@ if MATH:
             **job_resources("mask"),
         params:
             experiment="mathematics",
-            settings=lambda wc: settings_json(math_stage_settings(wc, "mask")),
-            provenance=math_provenance("mask", "mask.py", mask="math_mask"),
+            settings=lambda wc: settings_json(mathematics_steps.stage_settings(MATH, wc.task, "mask")),
+            provenance=block_provenance("mathematics", "mask", "mask.py", name="task", mask="math_mask"),
             code=step_code("mask.py", "mathematics"),
         script:
             "../scripts/mask.py"
@@ -218,7 +194,7 @@ if MATH:
             **job_resources("evaluate"),
         params:
             experiment="mathematics",
-            provenance=math_provenance("evaluate", "evaluate.py"),
+            provenance=block_provenance("mathematics", "evaluate", "evaluate.py", name="task"),
             code=step_code("evaluate.py", "mathematics"),
         script:
             "../scripts/evaluate.py"

@@ -12,33 +12,6 @@ SCAN_TABLES = ["accuracy", "output_weights"]
 SCAN_DIR = f"{RESULTS}/scan/{{arch}}/seed{{seed}}"
 
 
-def scan_arch_spec(wildcards):
-    """The network settings of one SCAN architecture."""
-    return network_spec(config["scan"], wildcards.arch)
-
-
-def scan_provenance(stage, script, **columns):
-    """Provenance columns of a SCAN stage run by ``script``; ``columns`` maps extra column names to wildcard names."""
-    from modmask import scan_steps
-
-    def columns_for(wildcards):
-        extra = {k: getattr(wildcards, v) for k, v in columns.items()}
-        return scan_steps.provenance(
-            config["scan"], wildcards.arch, wildcards.seed, stage, config["scale"], step_code(script, "scan"), **extra
-        )
-
-    return columns_for
-
-
-def scan_runs():
-    """Folders of every SCAN (architecture, seed) run."""
-    return [
-        f"{RESULTS}/scan/{arch}/seed{seed}"
-        for arch in config["scan"]["architectures"]
-        for seed in seeds(config["scan"])
-    ]
-
-
 if SCAN:
 
     wildcard_constraints:
@@ -81,9 +54,9 @@ if SCAN:
             **job_resources("pretrain"),
         params:
             experiment="scan",
-            arch=lambda wc: settings_json(scan_arch_spec(wc)),
+            arch=arch_spec_json(SCAN),
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "pretrain")),
-            provenance=scan_provenance("network", "network.py", trained_on="split"),
+            provenance=block_provenance("scan", "network", "network.py", trained_on="split"),
             code=step_code("network.py", "scan"),
         script:
             "../scripts/network.py"
@@ -105,7 +78,7 @@ if SCAN:
         params:
             experiment="scan",
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "mask")),
-            provenance=scan_provenance("mask", "mask.py", mask="split"),
+            provenance=block_provenance("scan", "mask", "mask.py", mask="split"),
             code=step_code("mask.py", "scan"),
         script:
             "../scripts/mask.py"
@@ -133,7 +106,7 @@ if SCAN:
             **job_resources("evaluate"),
         params:
             experiment="scan",
-            provenance=scan_provenance("evaluate", "evaluate.py"),
+            provenance=block_provenance("scan", "evaluate", "evaluate.py"),
             code=step_code("evaluate.py", "scan"),
         script:
             "../scripts/evaluate.py"
@@ -144,7 +117,7 @@ if SCAN:
     rule scan_table:
         """One tidy SCAN table over all architectures and seeds."""
         input:
-            lambda wc: [f"{run}/{wc.scan_table}.parquet" for run in scan_runs()],
+            lambda wc: [f"{run}/{wc.scan_table}.parquet" for run in run_folders("scan")],
         output:
             f"{RESULTS}/scan/{{scan_table}}.parquet",
         log:

@@ -298,7 +298,6 @@ def test_workflow_data_step_converts_a_jpeg_archive_into_the_tensor_cache(tmp_pa
     """The workflow's data job given the JPEG archive (the smoke run reads an already converted copy)."""
     import logging
 
-    from modmask import cifar_steps
     from modmask.io import load_torch
 
     shared = tmp_path / "shared"
@@ -307,9 +306,9 @@ def test_workflow_data_step_converts_a_jpeg_archive_into_the_tensor_cache(tmp_pa
     (shared / cifar10.JPEG_ARCHIVE_NAME).write_text("jpegs")
     monkeypatch.setattr(cifar10, "SPLIT_SIZES", {"train": 50, "test": 10})
     block = {"jpeg_archive": str(shared / cifar10.JPEG_ARCHIVE_NAME), "train_size": 20, "test_size": None}
-    kind, source = cifar_steps.source_folder(block, None)
+    kind, source = cifar10.source_folder(block, None)
     assert kind == "jpeg"
-    cifar_steps.prepare_data(block, source, tmp_path / "work", tmp_path / "data.pt", logging.getLogger("test"))
+    cifar10.prepare_data(block, source, tmp_path / "work", tmp_path / "data.pt", logging.getLogger("test"))
     cache = load_torch(tmp_path / "data.pt")
     assert len(cache["train"]["labels"]) == 20 and len(cache["test"]["labels"]) == 10
     assert (tmp_path / "work" / "cifar-10-batches-py").is_dir()

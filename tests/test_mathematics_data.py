@@ -18,6 +18,7 @@ import yaml
 
 from local_data import copy_workflow
 from modmask.config import ConfigError, load_config, validate_config
+from modmask import generator_env
 from modmask.data import mathematics as math
 from modmask.data.vocab import SPECIALS, UNK_ID, Vocabulary
 
@@ -250,7 +251,7 @@ def test_generator_script_imports_only_the_standard_library_and_the_generator():
 def test_missing_base_python_says_what_to_do():
     with pytest.raises(math.MathematicsDataError, match=r"no-such-python.*mathematics\.data\.base_python.*"
                                                         r"mathematics\.data\.python.*--use-conda"):
-        math.find_base_python("no-such-python3.11")
+        generator_env.find_base_python("no-such-python3.11")
 
 
 @pytest.mark.parametrize("scale, sizes", [("config", (666666, 10000, 20)), ("quick", (10000, 1000, 2)),

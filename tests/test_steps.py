@@ -74,3 +74,30 @@ def test_tables_are_written_with_provenance_first_and_a_missing_one_is_named(tmp
     assert read_parquet_metadata(tmp_path / "a.parquet")["seed"] == 0
     with pytest.raises(KeyError, match="sharing"):
         steps.write_tables({}, {"sharing": tmp_path / "s.parquet"}, prov, LOG)
+
+
+class _Named(dict):
+    """Snakemake's named lists, as far as Job.from_snakemake reads them."""
+
+
+def _snakemake_job(**params):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(params=_Named(params), wildcards=_Named(seed="3"), input=_Named(data="d.parquet",
+                           masks=["mask_a.pt", "mask_b.pt"]), output=_Named(network="n.pt"), log=["job.log"],
+                           threads=2, config={"device": "cpu", "checkpoint_every": 50})
+
+
+def test_a_job_is_read_into_plain_data():
+    job = steps.Job.from_snakemake(_snakemake_job(experiment="scan", settings='{"lr": 0.1}', provenance={"seed": 3}))
+    assert (job.experiment, job.seed, job.threads, job.checkpoint_every) == ("scan", 3, 2, 50)
+    assert job.input == {"data": "d.parquet", "masks": ["mask_a.pt", "mask_b.pt"]} and job.output == {"network": "n.pt"}
+    assert job.json("settings") == {"lr": 0.1} and job.provenance == {"seed": 3} and job.log_file == "job.log"
+    assert steps.mask_seed(3, "ab") == 3000 + ord("a") + ord("b")
+
+
+def test_running_a_step_an_experiment_lacks_names_the_experiment_and_the_step():
+    with pytest.raises(ValueError, match="no workflow steps for experiment 'nonexistent'"):
+        steps.run(_snakemake_job(experiment="nonexistent"), "mask")
+    with pytest.raises(ValueError, match=r"experiment 'scan' has no 'stability' step \(modmask.scan_steps"):
+        steps.run(_snakemake_job(experiment="scan", step="stability"), "evaluate")

@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import save_torch
+from .mnist import subset  # the same fixed random subset as permuted MNIST's
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -347,3 +350,59 @@ def local_copy(jpeg_archive: str | Path, dest: str | Path, converter: str | Path
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(work)
+
+
+# ---- the workflow's data cache (rules/cifar10.smk: download_cifar10, cifar10_data) ---------------------
+
+CACHE_FORMAT = "modmask.cifar10.data/1"
+
+
+def source_folder(data_block: dict, download_folder: str | None) -> tuple[str, str]:
+    """Where the images come from: ("batches", folder) or ("jpeg", archive)."""
+    if data_block.get("cifar_dir"):
+        return "batches", data_block["cifar_dir"]
+    if data_block.get("download"):
+        return "batches", download_folder
+    if data_block.get("jpeg_archive"):
+        return "jpeg", data_block["jpeg_archive"]
+    raise ValueError("cifar10.data: set cifar_dir (an existing cifar-10-batches-py), download: true, or "
+                     "jpeg_archive (the shared JPEG copy)")
+
+
+def source_files(data_block: dict, source: tuple[str, str]) -> list[str]:
+    """What the data cache is made from: the batch files of an existing copy (so that a missing one is
+    named before anything runs), else the download folder or the JPEG archive (``source_folder``)."""
+    if data_block.get("cifar_dir"):
+        folder = batches_dir(data_block["cifar_dir"])
+        return [f"{folder}/{name}" for name in (*TRAIN_FILES, *TEST_FILES)]
+    return [source[1]]
+
+
+def data_cache(data: dict, train_size: int | None, test_size: int | None, seed: int) -> dict:
+    """The tensors the other jobs load: uint8 images and labels, optionally fixed random subsets."""
+    cache = {"format": CACHE_FORMAT, "classes": list(CLASSES)}
+    for part, size in (("train", train_size), ("test", test_size)):
+        images, labels = subset(*data[part], size, seed)
+        cache[part] = {"images": images.contiguous(), "labels": labels.contiguous()}
+    return cache
+
+
+def check_cache(cache: dict, path) -> dict:
+    if cache.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path} is not a CIFAR-10 data cache (format {cache.get('format')!r})")
+    return cache
+
+
+def prepare_data(data_block: dict, source, work_dir, out_path, log) -> None:
+    """The uint8 tensor cache every other job reads, from a folder of official batches or the JPEG
+    archive (converted once into that layout under ``work_dir``)."""
+    source = Path(source)
+    if source.name.endswith(".tar.gz"):
+        log.info("converting %s into the cifar-10-batches-py layout under %s (once)", source, work_dir)
+        source = local_copy(source, work_dir)
+    log.info("reading CIFAR-10 from %s", source)
+    data = load(source, verify=True)
+    cache = data_cache(data, data_block.get("train_size"), data_block.get("test_size"), int(data_block.get("seed", 0)))
+    save_torch(cache, out_path)
+    log.info("wrote %s: %d training and %d test images", out_path, len(cache["train"]["labels"]),
+             len(cache["test"]["labels"]))

@@ -9,7 +9,8 @@ samples come from one of two sources:
   ``train-<level>/<task>.txt`` of alternating question and answer lines (:func:`read_archive`);
 * the generator from PyPI (``mathematics-dataset`` 1.0.1), which imports only with old sympy and
   numpy and so runs in an environment of its own (``envs/mathematics-requirements.txt``, built by
-  :func:`build_venv`, or ``envs/mathematics.yaml`` with conda). ``scripts/mathematics_generate_shard.py``
+  ``modmask.generator_env.build_venv``, or ``envs/mathematics.yaml`` with conda).
+  ``scripts/mathematics_generate_shard.py``
   writes one seeded, deterministic shard of a level as JSON lines (:func:`read_shard`).
 
 :func:`split_task` turns a task's levels into its tables: questions are de-duplicated across all
@@ -26,19 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import string
-import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..io import current_umask, write_json, write_parquet
+from ..io import write_parquet
 from .vocab import Vocabulary
 
 TASKS = ("arithmetic__add_or_sub", "algebra__linear_1d", "calculus__differentiate", "comparison__sort",
@@ -51,9 +48,6 @@ CHARS = " " + string.ascii_letters + string.digits + string.punctuation
 # The generator's limits: longer questions/answers are dropped and drawn again.
 MAX_QUESTION_LENGTH, MAX_ANSWER_LENGTH = 160, 30
 HASH_SEED = "0"  # PYTHONHASHSEED of every generator process
-# Interpreters a virtual environment for the generator can be made from (numpy 1.23.5: 3.8-3.11).
-BASE_PYTHONS = ("python3.11", "python3.10", "python3.9", "python3.8", "python3")
-SUPPORTED_PYTHON = ((3, 8), (3, 11))
 KEY = "mathematics.data"
 
 
@@ -342,98 +336,3 @@ def char_vocabulary(*frames: pd.DataFrame) -> Vocabulary:
                 raise MathematicsDataError(f"characters {extra} (e.g. in {column} {example[:80]!r}) are not "
                                            "in the Mathematics Dataset vocabulary")
     return vocab
-
-
-# -- the generator's environment -----------------------------------------------------------------
-
-def venv_python(venv: str | Path) -> Path:
-    """The interpreter of a virtual environment."""
-    return Path(venv) / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def _python_version(python: str) -> tuple[int, int] | None:
-    try:
-        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                             text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    major, minor = out.stdout.split()
-    return int(major), int(minor)
-
-
-def find_base_python(base_python: str | None = None) -> tuple[str, tuple[int, int]]:
-    """An interpreter the generator's venv can be made from: ``base_python``, or the first of
-    :data:`BASE_PYTHONS` on the PATH whose version is 3.8 to 3.11."""
-    low, high = SUPPORTED_PYTHON
-    tried = []
-    for name in ([base_python] if base_python else BASE_PYTHONS):
-        path = shutil.which(name) or (name if Path(name).is_file() else None)
-        version = _python_version(path) if path else None
-        tried.append(f"{name} ({'.'.join(map(str, version)) if version else 'not found'})")
-        if version and low <= version <= high:
-            return path, version
-    raise MathematicsDataError(
-        f"no Python {low[0]}.{low[1]} to {high[0]}.{high[1]} to build the Mathematics Dataset generator's "
-        f"environment from (numpy 1.23.5 needs one); tried {', '.join(tried)}. Install one and name it in "
-        f"{KEY}.base_python, or name an interpreter that has the generator (envs/mathematics-requirements.txt) "
-        f"in {KEY}.python, or run with --use-conda (envs/mathematics.yaml)")
-
-
-def _run(cmd: list[str], log, what: str) -> str:
-    log.info("$ %s", " ".join(cmd))
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    output = (result.stdout + result.stderr).strip()
-    if output:
-        log.info("%s", output)
-    if result.returncode != 0:
-        raise MathematicsDataError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}\n{output[-3000:]}")
-    return result.stdout
-
-
-def build_venv(requirements: str | Path, venv: str | Path, marker: str | Path, log,
-               base_python: str | None = None) -> dict:
-    """Build the generator's virtual environment at ``venv`` from ``requirements``, atomically.
-
-    The environment is made in a temporary folder beside ``venv``, checked (the generator must
-    import), and renamed into place; ``marker`` (JSON: interpreter, versions, installed packages) is
-    written last, so its presence means a complete environment. Returns the marker's content.
-    """
-    requirements, venv = Path(requirements), Path(venv)
-    if not requirements.is_file():
-        raise MathematicsDataError(f"requirements file {requirements} not found")
-    base, version = find_base_python(base_python)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{venv.name}.", suffix=".tmp", dir=venv.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the environment is not
-    try:
-        _run([base, "-m", "venv", "--clear", str(tmp)], log, "creating the virtual environment")
-        python = str(venv_python(tmp))
-        _run([python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r",
-              str(requirements)], log, f"installing {requirements}")
-        _run([python, "-c", "import mathematics_dataset.modules.modules"], log, "importing the generator")
-        frozen = _run([python, "-m", "pip", "freeze", "--disable-pip-version-check"], log, "pip freeze")
-        if venv.exists():
-            shutil.rmtree(venv)
-        os.replace(tmp, venv)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    info = {"python": str(venv_python(venv)), "base_python": base, "python_version": ".".join(map(str, version)),
-            "requirements": str(requirements),
-            "requirements_sha256": hashlib.sha256(requirements.read_bytes()).hexdigest(),
-            "packages": frozen.split()}
-    write_json(info, marker)
-    log.info("generator environment ready: %s (Python %s; %s)", venv, info["python_version"],
-             ", ".join(info["packages"]))
-    return info
-
-
-def file_version(*paths: str | Path, length: int = 12) -> str:
-    """Hash of files outside the library (the shard script, the requirements) for rerun triggers."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).name.encode())
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:length]

@@ -22,7 +22,6 @@ from torch import nn
 
 from ..cnn import build_cnn
 from ..data import cifar10 as cifar_data
-from ..data.mnist import subset  # the same fixed random subset as permuted MNIST's
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
 from ..metrics import iou
@@ -35,7 +34,6 @@ CONTROL = "control"
 NONE = "none"
 # Convolution and linear weights; BatchNorm parameters and biases are not masked (the paper's choice).
 SELECTION = MaskSelection()
-DATA_FORMAT = "modmask.cifar10.data/1"
 
 
 def without_mask_name(removed: str | tuple[str, ...]) -> str:
@@ -47,23 +45,6 @@ def class_index(name: str) -> int:
     if name not in CLASSES:
         raise ValueError(f"unknown CIFAR-10 class {name!r}; classes: {', '.join(CLASSES)}")
     return CLASSES.index(name)
-
-
-# ---- data -------------------------------------------------------------------------------------------
-
-def data_cache(data: dict, train_size: int | None, test_size: int | None, seed: int) -> dict:
-    """The tensors the other jobs load: uint8 images and labels, optionally fixed random subsets."""
-    cache = {"format": DATA_FORMAT, "classes": list(CLASSES)}
-    for part, size in (("train", train_size), ("test", test_size)):
-        images, labels = subset(*data[part], size, seed)
-        cache[part] = {"images": images.contiguous(), "labels": labels.contiguous()}
-    return cache
-
-
-def check_cache(cache: dict, path) -> dict:
-    if cache.get("format") != DATA_FORMAT:
-        raise ValueError(f"{path} is not a CIFAR-10 data cache (format {cache.get('format')!r})")
-    return cache
 
 
 def without_classes(images: torch.Tensor, labels: torch.Tensor, removed: tuple[str, ...]):

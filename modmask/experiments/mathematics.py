@@ -40,9 +40,8 @@ from ..data import mathematics as mathematics_data
 from ..data.vocab import PAD_ID, SOS_ID, Vocabulary
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
-from ..seq2seq import MODELS, Seq2Seq, build_seq2seq, sequence_correct, spec_keys
+from ..seq2seq import MODELS, Seq2Seq, batch_first_loss, build_seq2seq, sequence_correct, spec_keys
 from ..training import BatchSampler, History, TrainSettings, train_mask, train_network
-from .scan import loss  # generic: cross-entropy of time-major logits against batch-first targets
 
 NAME = "mathematics"
 TASKS = mathematics_data.TASKS
@@ -53,6 +52,7 @@ SELECTION = MaskSelection(exclude=(r"^decoder\.output\.",))  # weights only; emb
 SUBSETS = {"control": None, "easy": ("easy",)}  # mask name -> levels of the training table it sees (None: all)
 MASKS = ("none", *SUBSETS)  # the evaluated conditions: no mask, then each subset's mask
 
+loss = batch_first_loss  # cross-entropy over the non-padding answer characters; targets are batch-first ids
 __all__ = ["NAME", "TASKS", "LEVELS", "QUESTION_WIDTH", "ANSWER_WIDTH", "SELECTION", "SUBSETS",
            "MASKS", "vocabulary", "encode", "unpack", "training_tensors", "teacher_forced", "loss",
            "build_network", "network_from_file", "pretrain", "level_subset", "train_level_mask", "exact_match", "accuracy_rows"]

@@ -29,7 +29,7 @@ from ..data import scan as scan_data
 from ..data.vocab import PAD_ID, SOS_ID, Vocabulary
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
-from ..seq2seq import GreedyDecoder, Seq2Seq, build_seq2seq, sequence_correct, sequence_loss, spec_keys
+from ..seq2seq import GreedyDecoder, Seq2Seq, batch_first_loss, build_seq2seq, sequence_correct, spec_keys
 from ..training import BatchSampler, History, TrainSettings, train_mask, train_network
 
 NAME = "scan"
@@ -100,9 +100,7 @@ def teacher_forced(model, packed: torch.Tensor, **kwargs) -> torch.Tensor:
     return model(src, None, tgt_in, **kwargs)
 
 
-def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the non-padding action tokens; ``targets`` are batch-first action ids."""
-    return sequence_loss(logits, targets.t()[:logits.shape[0]])
+loss = batch_first_loss  # cross-entropy over the non-padding action tokens; targets are batch-first action ids
 
 
 def decode_with_mask(model: Seq2Seq, mask, src: torch.Tensor, src_lengths: torch.Tensor | None,
