@@ -23,6 +23,7 @@ PACKAGE = PACKAGE_ROOT.name
 LAZY_EXPORTS = "LAZY_EXPORTS"
 
 
+@lru_cache(maxsize=None)
 def module_file(name: str) -> Path | None:
     """The source file of a dotted ``modmask`` module name, or None (not ours, or not a module)."""
     parts = name.split(".")
@@ -70,10 +71,17 @@ def _lazy_exports(init: Path) -> dict[str, str]:
 def imported_names(path: Path) -> set[str]:
     """Dotted names a source file imports (``from a import b`` gives ``a`` and ``a.b``), relative
     imports resolved against the file's place in the package."""
+    stat = Path(path).stat()
+    return set(_imported_names(Path(path), stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=None)
+def _imported_names(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    """Read once per version of a file: Snakemake asks for a code version for every job of a DAG."""
     own = module_name(path)
-    is_package = Path(path).name == "__init__.py"
+    is_package = path.name == "__init__.py"
     names: set[str] = set()
-    for node in ast.walk(_parse(Path(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -86,7 +94,7 @@ def imported_names(path: Path) -> set[str]:
                 base = ".".join(anchor + ([node.module] if node.module else []))
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
+    return frozenset(names)
 
 
 def import_closure(*sources: str | Path) -> list[Path]:
@@ -107,9 +115,15 @@ def import_closure(*sources: str | Path) -> list[Path]:
         if path in seen:
             continue
         seen.add(path)
-        for name in imported_names(path):
-            todo.extend(_files_run_by_importing(name))
+        stat = path.stat()
+        todo.extend(_files_imported_by(path, stat.st_mtime_ns, stat.st_size))
     return sorted(seen)
+
+
+@lru_cache(maxsize=None)
+def _files_imported_by(path: Path, mtime_ns: int, size: int) -> tuple[Path, ...]:
+    """The package files one version of a file runs by its imports (not following them further)."""
+    return tuple(dict.fromkeys(f for name in imported_names(path) for f in _files_run_by_importing(name)))
 
 
 def _qualified(name: str) -> str:
@@ -136,9 +150,16 @@ def code_version(*sources: str | Path, length: int = 12) -> str:
     Package files are named by their place in the package, scripts by their file name, so the
     version does not depend on where the repository is checked out.
     """
+    files = import_closure(*sources)
+    return _hash_files(tuple((path, path.stat().st_mtime_ns, path.stat().st_size) for path in files))[:length]
+
+
+@lru_cache(maxsize=None)
+def _hash_files(files: tuple) -> str:
+    """Hash of the files' names and contents, once per version of the set (a DAG asks for every job)."""
     digest = hashlib.sha256()
-    for path in import_closure(*sources):
+    for path, _, _ in files:
         name = module_name(path)
         digest.update((name if name is not None else path.name).encode() + b"\0")
         digest.update(path.read_bytes())
-    return digest.hexdigest()[:length]
+    return digest.hexdigest()

@@ -49,7 +49,11 @@ class Job:
     def from_snakemake(cls, job) -> "Job":
         params = dict(job.params.items())
         wildcards = dict(job.wildcards.items())
-        return cls(experiment=params.get("experiment") or wildcards["experiment"], wildcards=wildcards,
+        experiment = params.get("experiment") or wildcards.get("experiment")
+        if not experiment:
+            raise ValueError("a rule running scripts/network.py, mask.py or evaluate.py names its experiment: set "
+                             "params.experiment or use an {experiment} wildcard")
+        return cls(experiment=experiment, wildcards=wildcards,
                    input=_named(job.input), output=_named(job.output), params=params,
                    log_file=job.log[0] if len(job.log) else None, threads=job.threads,
                    device=job.config.get("device", "cpu"), checkpoint_every=job.config.get("checkpoint_every", 0))

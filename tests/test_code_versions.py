@@ -115,3 +115,18 @@ def test_mask_api_imports_without_snakemake_and_light_modules_without_torch():
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-3:] == ["(64,", "2)", "False"]
+
+
+def test_a_second_version_of_unchanged_files_reads_no_source_again(monkeypatch):
+    """Snakemake asks for a code version for every job of a DAG (1,600 at paper scale): unchanged files are
+    parsed and hashed once per process, not once per job."""
+    import modmask.code_versions as versions
+
+    first = code_version(SCRIPTS / "mask.py", "pipeline", "experiments.addmul")
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a source was read again")
+
+    monkeypatch.setattr(versions.ast, "parse", no_reading)
+    monkeypatch.setattr(versions.Path, "read_bytes", no_reading)
+    assert code_version(SCRIPTS / "mask.py", "pipeline", "experiments.addmul") == first

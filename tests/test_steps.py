@@ -97,6 +97,8 @@ def test_a_job_is_read_into_plain_data():
 
 
 def test_running_a_step_an_experiment_lacks_names_the_experiment_and_the_step():
+    with pytest.raises(ValueError, match="set params.experiment or use an {experiment} wildcard"):
+        steps.run(_snakemake_job(), "mask")
     with pytest.raises(ValueError, match="no workflow steps for experiment 'nonexistent'"):
         steps.run(_snakemake_job(experiment="nonexistent"), "mask")
     with pytest.raises(ValueError, match=r"experiment 'scan' has no 'stability' step \(modmask.scan_steps"):
