@@ -119,7 +119,8 @@ def table_inputs(block: dict, results: str, table: str) -> list[str]:
     """Per-run files of one CIFAR-10 table: every (architecture, seed), or the stability networks."""
     if table == "stability":
         arch = block["stability"]["architecture"]
-        return [f"{results}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(block["stability"]["networks"])]
+        networks = range(block["stability"]["networks"])
+        return [f"{results}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in networks]
     return [f"{results}/cifar10/{arch}/seed{seed}/{table}.parquet" for arch in block["architectures"]
             for seed in seeds(block)]
 
@@ -154,7 +155,8 @@ def stability_mask_job(job: steps.Job) -> None:
 
 def evaluate_job(job: steps.Job) -> None:
     log, device = job.start()
-    evaluate(job.input["network"], steps.files_by_name(job.input["masks"], "mask_"), job.input["data"], device, job.output, log, job.provenance)
+    evaluate(job.input["network"], steps.files_by_name(job.input["masks"], "mask_"), job.input["data"], device,
+             job.output, log, job.provenance)
 
 
 def stability_job(job: steps.Job) -> None:

@@ -119,4 +119,5 @@ def mask_job(job: steps.Job) -> None:
 
 def evaluate_job(job: steps.Job) -> None:
     log, device = job.start()
-    evaluate(job.input["network"], steps.files_by_name(job.input["masks"], "mask_"), job.input["test"], device, job.output["accuracy"], log, job.provenance)
+    evaluate(job.input["network"], steps.files_by_name(job.input["masks"], "mask_"), job.input["test"], device,
+             job.output["accuracy"], log, job.provenance)

@@ -1,8 +1,9 @@
-"""The steps that the workflow's scripts run, as plain functions of paths and config blocks."""
+"""Workflow steps of the experiments of the ``experiments`` config block (add/mul, double addition):
+pretrain a network, train a mask per task, evaluate. Plain functions of paths and config blocks; the
+``<stage>_job`` functions at the end are what ``modmask.steps.run`` calls for their rules."""
 from __future__ import annotations
 
 import logging
-
 
 from . import experiments, steps
 from .io import read_parquet
@@ -10,6 +11,7 @@ from .masks import MaskSelection, WeightMask
 from .metrics import probability_histogram, sharing_table, weights_kept
 from .models import build_model, layer_label
 from .training import BatchSampler, TrainSettings, train_mask, train_network
+
 
 def pretrain(experiment: str, arch_spec: dict, train_block: dict, data_path, seed: int, device, out_path,
              log: logging.Logger, provenance: dict, checkpoint_path=None) -> None:

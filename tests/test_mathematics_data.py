@@ -254,12 +254,13 @@ def test_missing_base_python_says_what_to_do():
         generator_env.find_base_python("no-such-python3.11")
 
 
-@pytest.mark.parametrize("scale, sizes", [("config", (666666, 10000, 20)), ("quick", (10000, 1000, 2)),
-                                          ("smoke", (300, 50, 1))])
-def test_config_blocks(scale, sizes):
+@pytest.mark.parametrize("scale, sizes, tasks", [
+    ("config", (666666, 10000, 20), list(math.TASKS)), ("quick", (10000, 1000, 2), list(math.TASKS)),
+    ("smoke", (300, 50, 1), ["arithmetic__add_or_sub", "comparison__sort"])])  # smoke: two tasks, every rule
+def test_config_blocks(scale, sizes, tasks):
     files = [CONFIG / "config.yaml"] + ([CONFIG / f"{scale}.yaml"] if scale != "config" else [])
     block = load_config(*files)["mathematics"]
-    assert block["tasks"] == list(math.TASKS)
+    assert block["tasks"] == tasks
     data = block["data"]
     assert (data["samples_per_level"], data["test_per_level"], data["shards"]) == sizes
     assert data["archive"] is None and data["python"] is None

@@ -55,7 +55,8 @@ MASKS = ("none", *SUBSETS)  # the evaluated conditions: no mask, then each subse
 loss = batch_first_loss  # cross-entropy over the non-padding answer characters; targets are batch-first ids
 __all__ = ["NAME", "TASKS", "LEVELS", "QUESTION_WIDTH", "ANSWER_WIDTH", "SELECTION", "SUBSETS",
            "MASKS", "vocabulary", "encode", "unpack", "training_tensors", "teacher_forced", "loss",
-           "build_network", "network_from_file", "pretrain", "level_subset", "train_level_mask", "exact_match", "accuracy_rows"]
+           "build_network", "network_from_file", "pretrain", "level_subset", "train_level_mask", "exact_match",
+           "accuracy_rows"]
 
 
 def vocabulary() -> Vocabulary:
