@@ -129,7 +129,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from modmask import experiments as standard_experiments  # noqa: E402
-from modmask import gumbel, mathematics_steps, pipeline  # noqa: E402
+from modmask import gumbel  # noqa: E402
+from modmask.experiments import mathematics as mathematics_experiment, per_task  # noqa: E402
 from modmask.cnn import SimpleCNN, build_cnn  # noqa: E402
 from modmask.config import (load_config, network_spec, seeds, stage_settings,  # noqa: E402
                             sweep_mask_settings)
@@ -433,7 +434,7 @@ def _standard_cases(config) -> list[Case]:
                 loss=standard_experiments.loss_for(module, "all"),
                 forward=standard_experiments.forward_for(module, spec),
                 batch_dims=standard_experiments.masked_batch_dims(module, spec),
-                selection=pipeline.mask_selection(mask), dataset_examples=examples,
+                selection=per_task.mask_selection(mask), dataset_examples=examples,
                 tiny=f"hidden {tiny['hidden']}"))
     return cases
 
@@ -497,13 +498,13 @@ def _mathematics_case(config) -> list[Case]:
     block = config.get("mathematics")
     if not block:
         return []
-    spec = mathematics_steps.network_spec(block)
+    spec = mathematics_experiment.network_spec(block)
     tiny = {**spec, **TINY_TRANSFORMER}
     vocab_size = len(math_experiment.vocabulary())
     # measured at the largest batch of any task (the worst memory); other tasks scale by their batch
     blocks = {}
     for phase, stage in (("ordinary", "pretrain"), ("mask", "mask")):
-        per_task = [mathematics_steps.stage_settings(block, task, stage) for task in block["tasks"]]
+        per_task = [mathematics_experiment.stage_settings(block, task, stage) for task in block["tasks"]]
         blocks[phase] = max(per_task, key=lambda b: b["batch_size"])
     widths = {True: (math_experiment.QUESTION_WIDTH, math_experiment.ANSWER_WIDTH + 1), False: (12, 6)}
     data = block.get("data", {})
@@ -989,8 +990,8 @@ def paper_jobs(config) -> tuple[list[dict], dict[str, int]]:
     block = config.get("mathematics")
     if block:
         for task in block["tasks"]:
-            pre = mathematics_steps.stage_settings(block, task, "pretrain")
-            mask = mathematics_steps.stage_settings(block, task, "mask")
+            pre = mathematics_experiment.stage_settings(block, task, "pretrain")
+            mask = mathematics_experiment.stage_settings(block, task, "mask")
             for _seed in seeds(block):
                 network = add("mathematics", "mathematics_network", "mathematics", "ordinary", pre["steps"],
                               pre["batch_size"])

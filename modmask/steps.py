@@ -1,18 +1,15 @@
-"""What the workflow steps of every experiment share: provenance columns, the one network file format,
-mask files, and tables written with their provenance.
-
-The experiments' own steps (``pipeline`` for add/mul and double addition, ``scan_steps``, ``cifar_steps``,
-``mathematics_steps``, ``transfer``) train and score; saving, loading and table writing happen here, so
-that every experiment's files look alike and a file written by one experiment's rule cannot be read as
-another's network.
+"""The workflow's steps for every experiment: a job's start (log, seed, threads, device), loading its
+inputs, calling the experiment's step (:mod:`modmask.experiments`), saving what it returns in the one
+network file format, as a mask file or as tables with their provenance columns.
 
 The generic scripts (``scripts/network.py``, ``mask.py``, ``evaluate.py``) hand their Snakemake job to
-:func:`run`: it reads the job into a :class:`Job` (plain dicts, no Snakemake types) and calls the
-experiment's ``<stage>_job(job)`` in its steps module.
+:func:`run`: it reads the job into a :class:`Job` (plain dicts, no Snakemake types), loads its inputs
+into an :class:`~modmask.experiments.Step` and calls the experiment's ``train_network``, ``train_mask``
+or ``evaluate`` (or the step the rule names in ``params.step``). Permuted MNIST's run, the one
+experiment with its own DAG, is at the end.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -22,13 +19,10 @@ import pandas as pd
 import torch
 
 from . import experiments, runtime
-from .io import load_torch, save_torch, stable_hash, with_provenance, write_parquet
+from .io import load_checkpoint, load_torch, read_parquet, save_torch, stable_hash, with_provenance, write_parquet
 from .masks import WeightMask
 
 NETWORK_FORMAT = "modmask.Network/2"
-# experiment -> the module holding its ``<stage>_job`` functions
-STEP_MODULES = {"addmul": "pipeline", "double_add": "pipeline", "scan": "scan_steps", "cifar10": "cifar_steps",
-                "mathematics": "mathematics_steps"}
 
 
 @dataclass
@@ -79,35 +73,86 @@ def _named(files) -> dict:
     return {name: value if isinstance(value, str) else list(value) for name, value in files.items()}
 
 
-def files_by_name(paths, prefix: str) -> dict:
-    """{name: path} for files named ``<prefix><name>.<ext>`` (``mask_easy.pt`` -> ``easy``)."""
-    return {Path(p).stem[len(prefix):]: p for p in paths}
-
-
-def network_step(job: Job, train_network, data: str = "train") -> None:
-    """The network job of an experiment whose ``train_network(arch, settings, data_path, seed, device, out_path,
-    log, provenance, checkpoint_every=)`` trains on the job's input ``data``."""
-    log, device = job.start()
-    train_network(job.json("arch"), job.json("settings"), job.input[data], job.seed, device, job.output["network"],
-                  log, job.provenance, checkpoint_every=job.checkpoint_every)
+def files_by_name(paths) -> dict:
+    """{name: path} for the files of a list input: named by their stem without its leading ``mask_`` or
+    ``network_`` (``mask_easy.pt`` -> ``easy``), or, where two or more stems are all the same, by their folder
+    (``scan/length/test.parquet`` -> ``length``)."""
+    paths = list(paths)
+    stems = [Path(p).stem for p in paths]
+    prefixed = [stem.split("_", 1)[1] for stem in stems if stem.split("_", 1)[0] in ("mask", "network") and "_" in stem]
+    if len(prefixed) == len(stems):
+        return dict(zip(prefixed, paths))
+    if len(paths) > 1 and len(set(stems)) == 1:
+        return {Path(p).parent.name: p for p in paths}
+    return dict(zip(stems, paths))
 
 
 def mask_seed(seed: int, name: str) -> int:
-    """Each mask of a run gets its own noise and batch stream, derived from the run's seed and its name."""
+    """Each mask of a run gets its own noise and batch stream, derived from the run's seed and its name
+    (an experiment may derive its own: ``mask_seed(seed, name)`` in its module)."""
     return seed * 1000 + sum(map(ord, name))
 
 
+# stage -> (the experiment's step, the output it writes)
+STAGES = {"network": ("train_network", "network"), "mask": ("train_mask", "mask"), "evaluate": ("evaluate", None)}
+
+
 def run(snakemake_job, stage: str) -> None:
-    """Run one workflow job: the experiment's ``<step>_job`` (``step``: ``params.step`` if the rule sets
-    it, else ``stage``) in its steps module (:data:`STEP_MODULES`)."""
+    """Run one workflow job of ``stage`` (network, mask, evaluate): load its inputs, call the experiment's
+    step (``params.step`` if the rule names one, else the stage's protocol step), save what it returns."""
     job = Job.from_snakemake(snakemake_job)
-    if job.experiment not in STEP_MODULES:
-        raise ValueError(f"no workflow steps for experiment {job.experiment!r}; known: {sorted(STEP_MODULES)}")
-    module = importlib.import_module(f"{__package__}.{STEP_MODULES[job.experiment]}")
-    step = job.params.get("step") or stage
-    if not hasattr(module, f"{step}_job"):
-        raise ValueError(f"experiment {job.experiment!r} has no {step!r} step ({module.__name__}.{step}_job)")
-    getattr(module, f"{step}_job")(job)
+    exp = experiments.get(job.experiment)
+    step_name, _ = STAGES[stage]
+    step_function = experiments.step_function(exp, job.params.get("step") or step_name)
+    name = job.params.get("mask")
+    seed = job.seed
+    if stage == "mask":
+        if not name:
+            raise ValueError("a rule running scripts/mask.py names the mask it trains: set params.mask")
+        seed = exp.mask_seed(job.seed, name) if hasattr(exp, "mask_seed") else mask_seed(job.seed, name)
+    log, device = job.start(seed)
+    step = load_step(job, exp, seed, device, log)
+    if stage == "network":
+        model, history, extra = step_function(step)
+        save_network(job.output["network"], job.experiment, step.spec, model, history, job.provenance, **extra)
+    elif stage == "mask":
+        mask, history, extra = step_function(step)
+        save_mask(job.output["mask"], mask, history, job.provenance, **extra)
+    else:
+        write_tables(step_function(step), job.output, job.provenance, log)
+
+
+def _is_mask_input(name: str) -> bool:
+    return name == "masks" or name.endswith("_mask")
+
+
+def load_step(job: Job, exp, seed: int, device, log: logging.Logger) -> experiments.Step:
+    """The job's inputs, loaded: ``network`` (the job's network), ``networks`` (further ones, by name),
+    ``masks`` (by name) and ``<name>_mask`` (one mask, named ``<name>``) are networks and masks; every
+    other input is data, read by the experiment's ``load_data`` (default: a Parquet table)."""
+    read_data = getattr(exp, "load_data", read_parquet)
+    step = experiments.Step(settings=job.json("settings") if "settings" in job.params else {}, seed=seed,
+                            device=device, log=log, name=job.params.get("mask"), identity=str(job.provenance),
+                            checkpoint_every=job.checkpoint_every)
+    if "arch" in job.params:
+        step.spec = job.json("arch")
+    for name, value in job.input.items():
+        if name == "network":
+            step.network, step.network_file = load_network(value, job.experiment, device)
+            step.spec = step.network_file["spec"]
+        elif name == "networks":
+            step.networks = {n: load_network(p, job.experiment, device)[0] for n, p in files_by_name(value).items()}
+        elif name == "masks":
+            step.masks.update({n: load_mask(p, device) for n, p in files_by_name(value).items()})
+        elif _is_mask_input(name):
+            step.masks[name[:-len("_mask")]] = load_mask(value, device)
+        else:
+            step.data[name] = ({n: read_data(p) for n, p in files_by_name(value).items()}
+                               if isinstance(value, list) else read_data(value))
+    outputs = [p for p in job.output.values() if isinstance(p, str)]
+    if len(outputs) == 1 and outputs[0].endswith(".pt"):
+        step.checkpoint_path = f"{outputs[0]}.ckpt"
+    return step
 
 
 def provenance(experiment: str, scale: str, names: dict, seed: int, hashed: dict, code: str, **columns) -> dict:
@@ -116,6 +161,17 @@ def provenance(experiment: str, scale: str, names: dict, seed: int, hashed: dict
     settings the job depends on) and code_version (``code``, see modmask.code_versions)."""
     return {"experiment": experiment, "scale": scale, **names, "seed": int(seed), **columns,
             "config_hash": stable_hash(hashed), "code_version": code}
+
+
+def run_provenance(experiment: str, block: dict, name_column: str, name: str, seed: int, stage: str, scale: str,
+                   code: str, **columns) -> dict:
+    """:func:`provenance` of a job of an experiment with its own config block (``block``), for the run
+    ``name`` (its ``name_column``: arch, task or variant). The config hash covers exactly what the stage
+    depends on: the run's settings (:func:`modmask.experiments.run_settings`), without the mask settings
+    for a network job."""
+    parts = experiments.run_settings(experiments.get(experiment), block, name)
+    hashed = {part: value for part, value in parts.items() if not (stage == "network" and part == "mask")}
+    return provenance(experiment, scale, {name_column: name}, seed, hashed, code, **columns)
 
 
 def save_network(path, experiment: str, spec: dict, model: torch.nn.Module, history, provenance: dict,
@@ -163,3 +219,55 @@ def write_tables(tables: dict[str, pd.DataFrame], out_paths: dict, provenance: d
     for name, path in out_paths.items():
         write_parquet(with_provenance(tables[name], provenance), path, provenance)
         log.info("wrote %s (%d rows)", path, len(tables[name]))
+
+
+# ---- an experiment with its own DAG (permuted MNIST): one job trains every task of a run in order ---------
+
+def sequential_run(experiment: str, block: dict, variant: str, seed: int, device, out_path, log: logging.Logger,
+                   provenance: dict, checkpoint_every: int = 0) -> None:
+    """One (variant, seed) run of ``experiment`` (its module's ``run_data(data_block)`` and ``run(...)``):
+    all tasks in order, resumable after each task and within one."""
+    exp = experiments.get(experiment)
+    # A paper-length run spans sessions, and the code may change between them (a refactor, a fix):
+    # its progress belongs to the settings, seed and variant, and each task records the code version
+    # that trained it, so the tables say which code produced each row.
+    identity = str({key: value for key, value in provenance.items() if key != "code_version"})
+    progress_path = Path(f"{out_path}.ckpt")
+    task_checkpoint = Path(f"{out_path}.task.ckpt") if checkpoint_every else None
+
+    def save_progress(state):
+        save_torch({"identity": identity, **state}, progress_path)
+
+    def load_progress():
+        state = load_checkpoint(progress_path, log)  # None also when it is corrupt: moved aside, start afresh
+        if state is None:
+            return None
+        if state.get("identity") != identity:
+            log.warning("ignoring %s: it belongs to different settings", progress_path)
+            return None
+        return state
+
+    data = exp.run_data(block["data"], log)
+    run = exp.run(block, variant, data, seed, device, log, identity=identity,
+                             task_checkpoint_path=task_checkpoint, save_progress=save_progress,
+                             load_progress=load_progress, checkpoint_every=checkpoint_every,
+                             code_version=provenance.get("code_version", ""))
+    save_torch({**run, "provenance": provenance}, out_path)
+    if progress_path.exists():
+        progress_path.unlink()
+
+
+def sequential_run_tables(experiment: str, run_paths, out_paths: dict, log: logging.Logger) -> None:
+    """The tables of ``out_paths`` (permuted MNIST: ``sharing``, ``layers``, ``accuracy``) over all runs
+    (variants and seeds), from the module's ``tables(run, provenance)``."""
+    exp = experiments.get(experiment)
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in out_paths}
+    for path in run_paths:
+        run = load_torch(path)
+        for name, df in exp.tables(run, run["provenance"]).items():
+            if name in parts:
+                parts[name].append(df)
+    for name, path in out_paths.items():
+        df = pd.concat(parts[name], ignore_index=True)
+        write_parquet(df, path, {"sources": [str(p) for p in run_paths]})
+        log.info("wrote %s (%d rows)", path, len(df))

@@ -3,23 +3,7 @@
 # one evaluation job writing per-class accuracy and confusion matrices. Mask stability: for the
 # `stability.architecture`, `stability.pairs` random class pairs per network, two masks per pair with
 # different seeds, each trained on its own, compared by IoU.
-from modmask.data import cifar10 as cifar_data_module
-from modmask.experiments import cifar10 as cifar_experiment
-
-CIFAR = config.get("cifar10")
-CIFAR_TABLES = ["accuracy", "confusion"]
-CIFAR_DIR = f"{RESULTS}/cifar10/{{arch}}/seed{{seed}}"
-CIFAR_CACHE = f"{RESULTS}/data/cifar10/cifar10.pt"
-# the control mask and one removal mask per class of `removed_classes` (all ten unless the config lists some)
-CIFAR_MASKS = [cifar_experiment.CONTROL] + [
-    cifar_experiment.without_mask_name(c)
-    for c in ((config.get("cifar10") or {}).get("removed_classes") or cifar_experiment.CLASSES)
-]
-
-
 if CIFAR:
-    from modmask import cifar_steps
-
     CIFAR_DATA = CIFAR["data"]
     CIFAR_DOWNLOAD = f"{CIFAR_DATA.get('download_dir', 'data/cifar10')}/{cifar_data_module.FOLDER}"
     CIFAR_SOURCE = cifar_data_module.source_folder(CIFAR_DATA, CIFAR_DOWNLOAD)
@@ -87,7 +71,7 @@ if CIFAR:
     rule cifar10_mask:
         """The control mask (all classes) or a mask without one class, its output layer the control's."""
         input:
-            unpack(lambda wc: cifar_steps.mask_inputs(RESULTS, CIFAR_CACHE, wc.arch, wc.seed, wc.cifar_mask)),
+            unpack(cifar_mask_inputs),
         output:
             mask=f"{CIFAR_DIR}/mask_{{cifar_mask}}.pt",
         log:
@@ -100,6 +84,7 @@ if CIFAR:
         params:
             experiment="cifar10",
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
+            mask=lambda wc: wc.cifar_mask,
             provenance=block_provenance("cifar10", "mask", "mask.py", mask="cifar_mask"),
             code=step_code("mask.py", "cifar10"),
         script:
@@ -143,7 +128,7 @@ if CIFAR:
             **job_resources("mask"),
         params:
             experiment="cifar10",
-            step="stability_mask",
+            mask=lambda wc: f"{wc.pair}_mask{wc.mask_seed}",
             settings=lambda wc: settings_json(stage_settings(CIFAR, wc.arch, "mask")),
             provenance=block_provenance("cifar10", "mask", "mask.py", pair="pair", mask_seed="mask_seed"),
             code=step_code("mask.py", "cifar10"),
@@ -153,7 +138,7 @@ if CIFAR:
     rule cifar10_stability:
         """IoU of the two masks of each class pair of one network."""
         input:
-            masks=lambda wc: cifar_steps.stability_masks(CIFAR, RESULTS, wc.arch, wc.seed),
+            masks=cifar_stability_masks,
         output:
             stability=f"{CIFAR_DIR}/stability.parquet",
         log:
@@ -176,7 +161,7 @@ if CIFAR:
     rule cifar10_table:
         """One tidy CIFAR-10 table over all architectures and seeds."""
         input:
-            lambda wc: cifar_steps.table_inputs(CIFAR, RESULTS, wc.cifar_table),
+            cifar_table_inputs,
         output:
             f"{RESULTS}/cifar10/{{cifar_table}}.parquet",
         log:

@@ -1,5 +1,4 @@
 # What every experiment's rules use: code versions (rerun triggers), job resources, settings as params.
-import importlib
 import json
 
 from modmask import steps
@@ -20,12 +19,12 @@ def rule_code(script, *modules):
 
 
 def step_code(script, experiment=None):
-    """Code version of a rule running a generic step script (network, mask, evaluate) for ``experiment``
-    (None: the job's ``experiment`` wildcard): the script, the experiment's steps module and its experiment
-    module, each with what it imports (modmask.steps.run loads both by name)."""
+    """Code version of a rule running a step script (network, mask, evaluate, the permuted-MNIST run) for
+    ``experiment`` (None: the job's ``experiment`` wildcard): the script and the experiment's module, each
+    with what it imports (modmask.steps loads the experiment's module by name)."""
     if experiment is None:
         return lambda wc: step_code(script, wc.experiment)
-    return rule_code(script, steps.STEP_MODULES[experiment], f"experiments.{experiment}")
+    return rule_code(script, f"experiments.{experiment}")
 
 
 def job_resources(stage):
@@ -55,16 +54,18 @@ def arch_spec_json(block):
     return lambda wc: settings_json(network_spec(block, wc.arch))
 
 
-def block_provenance(experiment, stage, script, name="arch", **columns):
-    """Params function: the provenance columns of a job of ``experiment`` (its own config block and steps
-    module: scan, cifar10, mathematics) at ``stage``, run by ``script``. ``name`` is the wildcard naming the
-    run (arch or task); ``columns`` maps further column names to wildcard names."""
-    steps_module = importlib.import_module(f"modmask.{steps.STEP_MODULES[experiment]}")
+def block_provenance(experiment, stage, script, name="arch", column=None, **columns):
+    """Params function: the provenance columns of a job of ``experiment`` (one with its own config block:
+    permuted_mnist, scan, cifar10, mathematics) at ``stage``, run by ``script``. ``name`` is the wildcard
+    naming the run (arch, task, pm_variant), ``column`` its column (default: the wildcard's name);
+    ``columns`` maps further column names to wildcard names."""
 
     def columns_for(wildcards):
-        extra = {column: getattr(wildcards, wildcard) for column, wildcard in columns.items()}
-        return steps_module.provenance(
+        extra = {key: getattr(wildcards, wildcard) for key, wildcard in columns.items()}
+        return steps.run_provenance(
+            experiment,
             config[experiment],
+            column or name,
             getattr(wildcards, name),
             wildcards.seed,
             stage,

@@ -1,7 +1,7 @@
 rule evaluate:
     """Accuracy with every mask and inverted mask, weights kept, sharing: one run's tables."""
     input:
-        unpack(mask_files),
+        masks=lambda wc: list(mask_files(wc).values()),
         data=f"{RESULTS}/data/{{experiment}}.parquet",
         network=f"{RESULTS}/{{experiment}}/{{arch}}/seed{{seed}}/network.pt",
     output:
@@ -14,7 +14,6 @@ rule evaluate:
     resources:
         **job_resources("evaluate"),
     params:
-        tasks=variant_tasks,
         provenance=lambda wc: provenance(wc, "evaluate", "evaluate.py"),
         code=step_code("evaluate.py"),
     script:

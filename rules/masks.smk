@@ -15,7 +15,7 @@ rule train_mask:
     params:
         settings=lambda wc: settings_json(mask_settings(wc)),
         provenance=lambda wc: provenance(wc, "mask", "mask.py"),
-        checkpoint=lambda wc, output: f"{output.mask}.ckpt",
+        mask=lambda wc: wc.task,
         code=step_code("mask.py"),
     script:
         "../scripts/mask.py"

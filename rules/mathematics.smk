@@ -125,7 +125,6 @@ MATH_RUN = f"{RESULTS}/mathematics/{{task}}/seed{{seed}}"
 
 
 if MATH:
-    from modmask import mathematics_steps
     from modmask.experiments import mathematics as math_experiment
 
     wildcard_constraints:
@@ -147,7 +146,7 @@ if MATH:
         params:
             experiment="mathematics",
             arch=settings_json(MATH.get("network", {})),
-            settings=lambda wc: settings_json(mathematics_steps.stage_settings(MATH, wc.task, "pretrain")),
+            settings=lambda wc: settings_json(math_experiment.stage_settings(MATH, wc.task, "pretrain")),
             provenance=block_provenance("mathematics", "network", "network.py", name="task"),
             code=step_code("network.py", "mathematics"),
         script:
@@ -169,7 +168,8 @@ if MATH:
             **job_resources("mask"),
         params:
             experiment="mathematics",
-            settings=lambda wc: settings_json(mathematics_steps.stage_settings(MATH, wc.task, "mask")),
+            settings=lambda wc: settings_json(math_experiment.stage_settings(MATH, wc.task, "mask")),
+            mask=lambda wc: wc.math_mask,
             provenance=block_provenance("mathematics", "mask", "mask.py", name="task", mask="math_mask"),
             code=step_code("mask.py", "mathematics"),
         script:

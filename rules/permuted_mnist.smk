@@ -4,7 +4,7 @@
 # (variant, seed) runs all tasks in order, one job collects the tables, one draws the figures.
 import re
 
-from modmask import transfer
+from modmask.experiments import permuted_mnist as permuted_mnist_experiment
 from modmask.data import mnist as mnist_data
 
 PM = config.get("permuted_mnist")
@@ -30,11 +30,11 @@ if PM:
         resources:
             **job_resources("mask"),
         params:
-            settings=lambda wc: settings_json(transfer.run_settings(PM, wc.pm_variant)),
-            provenance=lambda wc: transfer.provenance(
-                PM, wc.pm_variant, wc.seed, config["scale"], rule_code("permuted_mnist_run.py")
+            settings=lambda wc: settings_json(permuted_mnist_experiment.run_settings(PM, wc.pm_variant)),
+            provenance=block_provenance(
+                "permuted_mnist", "run", "permuted_mnist_run.py", name="pm_variant", column="variant"
             ),
-            code=rule_code("permuted_mnist_run.py"),
+            code=step_code("permuted_mnist_run.py", "permuted_mnist"),
         script:
             "../scripts/permuted_mnist_run.py"
 
@@ -51,7 +51,7 @@ if PM:
         resources:
             **job_resources("collect"),
         params:
-            code=rule_code("permuted_mnist_tables.py"),
+            code=step_code("permuted_mnist_tables.py", "permuted_mnist"),
         script:
             "../scripts/permuted_mnist_tables.py"
 

@@ -15,7 +15,6 @@ rule pretrain:
         arch=lambda wc: settings_json(architecture_spec(wc)),
         settings=lambda wc: settings_json(stage_settings(experiment_config(wc), wc.arch, "pretrain")),
         provenance=lambda wc: provenance(wc, "pretrain", "network.py"),
-        checkpoint=lambda wc, output: f"{output.network}.ckpt",
         code=step_code("network.py"),
     script:
         "../scripts/network.py"

@@ -78,6 +78,7 @@ if SCAN:
         params:
             experiment="scan",
             settings=lambda wc: settings_json(stage_settings(SCAN, wc.arch, "mask")),
+            mask=lambda wc: wc.split,
             provenance=block_provenance("scan", "mask", "mask.py", mask="split"),
             code=step_code("mask.py", "scan"),
         script:
@@ -89,7 +90,7 @@ if SCAN:
         input:
             network=f"{SCAN_DIR}/network_{scan_experiment.IID}.pt",
             masks=expand(f"{SCAN_DIR}/mask_{{split}}.pt", split=scan_data.SPLITS, allow_missing=True),
-            direct=expand(
+            networks=expand(
                 f"{SCAN_DIR}/network_{{split}}.pt",
                 split=[s for s in scan_data.SPLITS if s != scan_experiment.IID],
                 allow_missing=True,

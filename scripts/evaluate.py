@@ -1,5 +1,5 @@
-"""Rules that run an experiment's evaluate step (thin entry point: modmask.steps.run calls the experiment's
-evaluate_job, or the step the rule names in params.step)."""
+"""Rules that run an experiment's evaluate step (thin entry point: modmask.steps.run loads the job's inputs,
+calls the experiment's step and saves what it returns)."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the library lives beside the workflow

@@ -122,11 +122,11 @@ def test_a_second_version_of_unchanged_files_reads_no_source_again(monkeypatch):
     parsed and hashed once per process, not once per job."""
     import modmask.code_versions as versions
 
-    first = code_version(SCRIPTS / "mask.py", "pipeline", "experiments.addmul")
+    first = code_version(SCRIPTS / "mask.py", "experiments.addmul")
 
     def no_reading(*args, **kwargs):
         raise AssertionError("a source was read again")
 
     monkeypatch.setattr(versions.ast, "parse", no_reading)
     monkeypatch.setattr(versions.Path, "read_bytes", no_reading)
-    assert code_version(SCRIPTS / "mask.py", "pipeline", "experiments.addmul") == first
+    assert code_version(SCRIPTS / "mask.py", "experiments.addmul") == first

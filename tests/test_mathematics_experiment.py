@@ -247,42 +247,55 @@ BLOCK = {"data": {"tasks": ["reverse"], "seed": 0}, "network": TINY,
 
 
 def test_stage_settings_merge_the_task_overrides_and_the_hash_follows_them():
-    from modmask import mathematics_steps as steps
-    assert steps.stage_settings(BLOCK, "reverse", "mask")["beta"] == 2e-3
-    assert steps.stage_settings(BLOCK, "other", "mask")["beta"] == 1e-3
-    assert steps.stage_settings(BLOCK, "reverse", "pretrain") == BLOCK["pretrain"]
-    network = steps.provenance(BLOCK, "reverse", 0, "network", "smoke", "v0")
-    mask = steps.provenance(BLOCK, "reverse", 0, "mask", "smoke", "v0", mask="easy")
+    from modmask import steps
+
+    assert math_exp.stage_settings(BLOCK, "reverse", "mask")["beta"] == 2e-3
+    assert math_exp.stage_settings(BLOCK, "other", "mask")["beta"] == 1e-3
+    assert math_exp.stage_settings(BLOCK, "reverse", "pretrain") == BLOCK["pretrain"]
+
+    def prov(block, stage, **columns):
+        return steps.run_provenance("mathematics", block, "task", "reverse", 0, stage, "smoke", "v0", **columns)
+
+    network, mask = prov(BLOCK, "network"), prov(BLOCK, "mask", mask="easy")
     assert (network["experiment"], network["task"], network["seed"], mask["mask"]) == ("mathematics", "reverse", 0,
                                                                                          "easy")
     changed = {**BLOCK, "task_settings": {"reverse": {"mask": {"beta": 3e-3}}}}
     # a mask setting changes the masks' hash, not the network's
-    assert steps.provenance(changed, "reverse", 0, "network", "smoke", "v0") == network
-    assert steps.provenance(changed, "reverse", 0, "mask", "smoke", "v0", mask="easy") != mask
+    assert prov(changed, "network") == network
+    assert prov(changed, "mask", mask="easy") != mask
 
 
 def test_steps_write_a_network_masks_and_the_accuracy_table(tmp_path):
-    from modmask import mathematics_steps as steps
+    from modmask import steps
     from modmask.io import read_parquet, read_parquet_metadata, write_parquet
+    from step_jobs import run_step, snakemake_job
+
     write_parquet(reverse_task(0, per_level=4), tmp_path / "train.parquet")
     write_parquet(reverse_task(1, per_level=3), tmp_path / "test.parquet")
     torch.manual_seed(0)
-    prov = lambda stage, **c: steps.provenance(BLOCK, "reverse", 0, stage, "smoke", "v0", **c)  # noqa: E731
-    steps.train_network(steps.network_spec(BLOCK), steps.stage_settings(BLOCK, "reverse", "pretrain"),
-                        tmp_path / "train.parquet", 0, "cpu", tmp_path / "network.pt", LOG, prov("network"))
-    model, vocab = steps.load_network(tmp_path / "network.pt")
-    assert vocab == math_exp.vocabulary() and model.tie_embeddings and not model.training
+
+    def prov(stage, **columns):
+        return steps.run_provenance("mathematics", BLOCK, "task", "reverse", 0, stage, "smoke", "v0", **columns)
+
+    run_step("network", experiment="mathematics", input={"train": tmp_path / "train.parquet"},
+             output={"network": tmp_path / "network.pt"}, arch=math_exp.network_spec(BLOCK),
+             settings=math_exp.stage_settings(BLOCK, "reverse", "pretrain"), provenance=prov("network"))
+    model, contents = steps.load_network(tmp_path / "network.pt", "mathematics")
+    assert contents["vocabulary"] == math_exp.vocabulary().to_dict() and model.tie_embeddings and not model.training
+    mask_job = dict(experiment="mathematics", input={"train": tmp_path / "train.parquet",
+                                                     "network": tmp_path / "network.pt"},
+                    settings=math_exp.stage_settings(BLOCK, "reverse", "mask"))
     for subset in math_exp.SUBSETS:
-        steps.train_mask(steps.stage_settings(BLOCK, "reverse", "mask"), subset, tmp_path / "network.pt",
-                         tmp_path / "train.parquet", 7, "cpu", tmp_path / f"mask_{subset}.pt", LOG,
-                         prov("mask", mask=subset))
+        run_step("mask", **mask_job, output={"mask": tmp_path / f"mask_{subset}.pt"}, mask=subset,
+                 provenance=prov("mask", mask=subset))
         assert not (tmp_path / f"mask_{subset}.pt.ckpt").exists()
     with pytest.raises(ValueError, match="unknown mask subset"):
-        steps.train_mask(BLOCK["mask"], "hard", tmp_path / "network.pt", tmp_path / "train.parquet", 7, "cpu",
-                         tmp_path / "mask_hard.pt", LOG, prov("mask", mask="hard"))
+        run_step("mask", **mask_job, output={"mask": tmp_path / "mask_hard.pt"}, mask="hard",
+                 provenance=prov("mask", mask="hard"))
     out = tmp_path / "accuracy.parquet"
-    steps.evaluate(tmp_path / "network.pt", {s: tmp_path / f"mask_{s}.pt" for s in math_exp.SUBSETS},
-                   tmp_path / "test.parquet", "cpu", out, LOG, prov("evaluate"))
+    run_step("evaluate", experiment="mathematics", output={"accuracy": out}, provenance=prov("evaluate"),
+             input={"network": tmp_path / "network.pt", "test": tmp_path / "test.parquet",
+                    "masks": [tmp_path / f"mask_{s}.pt" for s in math_exp.SUBSETS]})
     table = read_parquet(out)
     assert list(table.columns) == ["experiment", "scale", "task", "seed", "config_hash", "code_version", "mask",
                                    "test_level", "correct", "total", "accuracy"]
@@ -291,8 +304,10 @@ def test_steps_write_a_network_masks_and_the_accuracy_table(tmp_path):
     assert (table["total"] == 3).all() and (table["task"] == "reverse").all()
     assert read_parquet_metadata(out)["config_hash"] == prov("evaluate")["config_hash"]
     # Fig. 5 needs the hard level only
-    steps.evaluate(tmp_path / "network.pt", {"easy": tmp_path / "mask_easy.pt"}, tmp_path / "test.parquet", "cpu",
-                   out, LOG, prov("evaluate"), levels=["hard"])
-    assert list(zip(*[read_parquet(out)[c] for c in ("mask", "test_level")])) == [("none", "hard"), ("easy", "hard")]
+    step = steps.load_step(steps.Job.from_snakemake(snakemake_job(
+        experiment="mathematics", input={"network": tmp_path / "network.pt", "test": tmp_path / "test.parquet",
+                                         "masks": [tmp_path / "mask_easy.pt"]})), math_exp, 0, "cpu", LOG)
+    hard = math_exp.evaluate(step, levels=["hard"])["accuracy"]
+    assert list(zip(hard["mask"], hard["test_level"])) == [("none", "hard"), ("easy", "hard")]
     with pytest.raises(ValueError, match="is not a saved mathematics network"):
-        steps.load_network(tmp_path / "mask_easy.pt")
+        steps.load_network(tmp_path / "mask_easy.pt", "mathematics")

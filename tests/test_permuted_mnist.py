@@ -312,7 +312,7 @@ def test_killed_run_resumes_after_the_last_finished_task():
 
 
 def test_run_progress_belongs_to_settings_not_to_the_code_version(tmp_path, monkeypatch):
-    from modmask import transfer
+    from modmask import steps
 
     seen = {}
 
@@ -322,11 +322,11 @@ def test_run_progress_belongs_to_settings_not_to_the_code_version(tmp_path, monk
         return {"tasks": []}
 
     monkeypatch.setattr(pm, "run", fake_run)
-    monkeypatch.setattr(transfer, "load_mnist", lambda block: {"train": ([], []), "test": ([], [])})
+    monkeypatch.setattr(pm, "run_data", lambda block, log: {"train": ([], []), "test": ([], [])})
     prov = {"experiment": "permuted_mnist", "scale": "long", "variant": "normal", "seed": 0, "config_hash": "abc"}
     for code in ("v1", "v2"):
-        transfer.permuted_mnist_run({"data": {"mnist_dir": "x"}}, "normal", 0, "cpu", tmp_path / f"{code}.pt", LOG,
-                                    {**prov, "code_version": code})
+        steps.sequential_run("permuted_mnist", {"data": {"mnist_dir": "x"}}, "normal", 0, "cpu",
+                             tmp_path / f"{code}.pt", LOG, {**prov, "code_version": code})
     assert seen["identity"][0] == seen["identity"][1] and "v1" not in seen["identity"][0]
     assert seen["code"] == ["v1", "v2"]
 

@@ -54,18 +54,19 @@ def crafted_torch_file(path: Path, marker: Path, **content) -> Path:
 # ---- nothing loaded runs code ----------------------------------------------------------------------
 
 def _loaders():
-    from modmask import cifar_steps, mathematics_steps, scan_steps, steps, transfer
+    from modmask import steps
+    from modmask.experiments import cifar10
 
     log = logging.getLogger("test_safety")
     return {
         "network (add/mul)": (lambda p: steps.load_network(p, "addmul"),
                               {"format": steps.NETWORK_FORMAT, "experiment": "addmul"}),
         "mask": (steps.load_mask, {"format": "modmask.WeightMask/1"}),
-        "SCAN network": (scan_steps.load_network, {}),
-        "CIFAR-10 network": (cifar_steps.load_network, {}),
-        "CIFAR-10 data cache": (lambda p: cifar_steps.load_data(p, "train"), {"format": "modmask.cifar10.data/1"}),
-        "Mathematics network": (mathematics_steps.load_network, {}),
-        "permuted MNIST run": (lambda p: transfer.permuted_mnist_tables([p], {}, log), {}),
+        "SCAN network": (lambda p: steps.load_network(p, "scan"), {}),
+        "CIFAR-10 network": (lambda p: steps.load_network(p, "cifar10"), {}),
+        "CIFAR-10 data cache": (cifar10.load_data, {"format": "modmask.cifar10.data/1"}),
+        "Mathematics network": (lambda p: steps.load_network(p, "mathematics"), {}),
+        "permuted MNIST run": (lambda p: steps.sequential_run_tables("permuted_mnist", [p], {}, log), {}),
     }
 
 

@@ -14,6 +14,7 @@ from modmask.io import read_parquet, read_parquet_metadata, stable_hash
 from modmask.masks import MaskSelection, WeightMask
 from modmask.models import build_model
 from modmask.training import History
+from step_jobs import run_step, snakemake_job
 
 LOG = logging.getLogger("test_steps")
 
@@ -76,21 +77,24 @@ def test_tables_are_written_with_provenance_first_and_a_missing_one_is_named(tmp
         steps.write_tables({}, {"sharing": tmp_path / "s.parquet"}, prov, LOG)
 
 
-class _Named(dict):
-    """Snakemake's named lists, as far as Job.from_snakemake reads them."""
+def test_list_inputs_are_named_by_file_name_or_by_folder():
+    assert steps.files_by_name(["r/mask_easy.pt", "r/mask_control.pt"]) == {"easy": "r/mask_easy.pt",
+                                                                            "control": "r/mask_control.pt"}
+    assert steps.files_by_name(["r/network_length.pt"]) == {"length": "r/network_length.pt"}
+    assert steps.files_by_name(["d/length/test.parquet", "d/simple/test.parquet"]) == {
+        "length": "d/length/test.parquet", "simple": "d/simple/test.parquet"}
+    assert steps.files_by_name(["s/cat+dog_mask0.pt", "s/cat+dog_mask1.pt"]) == {
+        "cat+dog_mask0": "s/cat+dog_mask0.pt", "cat+dog_mask1": "s/cat+dog_mask1.pt"}
 
 
 def _snakemake_job(**params):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(params=_Named(params), wildcards=_Named(seed="3"), input=_Named(data="d.parquet",
-                           masks=["mask_a.pt", "mask_b.pt"]), output=_Named(network="n.pt"), log=["job.log"],
-                           threads=2, config={"device": "cpu", "checkpoint_every": 50})
+    return snakemake_job(wildcards={"seed": "3"}, input={"data": "d.parquet", "masks": ["mask_a.pt", "mask_b.pt"]},
+                         output={"network": "n.pt"}, config={"checkpoint_every": 50}, **params)
 
 
 def test_a_job_is_read_into_plain_data():
-    job = steps.Job.from_snakemake(_snakemake_job(experiment="scan", settings='{"lr": 0.1}', provenance={"seed": 3}))
-    assert (job.experiment, job.seed, job.threads, job.checkpoint_every) == ("scan", 3, 2, 50)
+    job = steps.Job.from_snakemake(_snakemake_job(experiment="scan", settings={"lr": 0.1}, provenance={"seed": 3}))
+    assert (job.experiment, job.seed, job.threads, job.checkpoint_every) == ("scan", 3, 1, 50)
     assert job.input == {"data": "d.parquet", "masks": ["mask_a.pt", "mask_b.pt"]} and job.output == {"network": "n.pt"}
     assert job.json("settings") == {"lr": 0.1} and job.provenance == {"seed": 3} and job.log_file == "job.log"
     assert steps.mask_seed(3, "ab") == 3000 + ord("a") + ord("b")
@@ -99,7 +103,52 @@ def test_a_job_is_read_into_plain_data():
 def test_running_a_step_an_experiment_lacks_names_the_experiment_and_the_step():
     with pytest.raises(ValueError, match="set params.experiment or use an {experiment} wildcard"):
         steps.run(_snakemake_job(), "mask")
-    with pytest.raises(ValueError, match="no workflow steps for experiment 'nonexistent'"):
+    with pytest.raises(ValueError, match="unknown experiment 'nonexistent'"):
         steps.run(_snakemake_job(experiment="nonexistent"), "mask")
-    with pytest.raises(ValueError, match=r"experiment 'scan' has no 'stability' step \(modmask.scan_steps"):
+    with pytest.raises(ValueError, match=r"experiment 'scan' has no 'stability' step \(modmask.experiments.scan.stab"):
         steps.run(_snakemake_job(experiment="scan", step="stability"), "evaluate")
+    with pytest.raises(ValueError, match="names the mask it trains: set params.mask"):
+        steps.run(_snakemake_job(experiment="scan"), "mask")
+
+
+def test_every_experiment_but_permuted_mnist_has_the_three_steps():
+    from modmask import experiments
+
+    for name in experiments.EXPERIMENTS:
+        exp = experiments.get(name)
+        if name == "permuted_mnist":
+            assert callable(exp.run) and callable(exp.tables) and callable(exp.run_data)
+            continue
+        for step in experiments.STEPS:
+            assert callable(experiments.step_function(exp, step)), (name, step)
+
+
+def test_add_mul_steps_through_run_write_a_network_a_mask_per_task_and_the_tables(tmp_path):
+    """The per-task steps end to end, as the workflow calls them: the files, their names and the tables."""
+    from modmask.experiments import addmul as exp
+    from modmask.io import write_parquet
+
+    write_parquet(exp.generate({}, 0), tmp_path / "d.parquet")
+    spec = {"model": "fnn", "hidden": [16]}
+    prov = {"experiment": "addmul", "seed": 0}
+    run_step("network", experiment="addmul", input={"data": tmp_path / "d.parquet"},
+             output={"network": tmp_path / "network.pt"}, arch=spec, provenance=prov,
+             settings={"steps": 20, "lr": 1e-2, "batch_size": 16, "log_every": 10})
+    network, contents = steps.load_network(tmp_path / "network.pt", "addmul")
+    assert contents["spec"] == spec and contents["provenance"] == prov and len(contents["history"]) == 2
+    for task in exp.MASK_TASKS:
+        run_step("mask", experiment="addmul",
+                 input={"data": tmp_path / "d.parquet", "network": tmp_path / "network.pt"},
+                 output={"mask": tmp_path / f"mask_{task}.pt"}, provenance=prov, mask=task,
+                 settings={"steps": 4, "lr": 0.1, "batch_size": 8, "mask_samples": 2, "beta": 1e-4, "log_every": 2})
+        assert not (tmp_path / f"mask_{task}.pt.ckpt").exists()
+    tables = {t: tmp_path / f"{t}.parquet" for t in ("accuracy", "confusion", "layers", "sharing", "histogram")}
+    run_step("evaluate", experiment="addmul", provenance=prov, output=tables,
+             input={"data": tmp_path / "d.parquet", "network": tmp_path / "network.pt",
+                    "masks": [tmp_path / f"mask_{t}.pt" for t in exp.MASK_TASKS]})
+    accuracy = read_parquet(tables["accuracy"])
+    # no mask, then each mask and its inversion, in the input's order
+    assert list(dict.fromkeys(accuracy["mask"])) == ["none", *exp.MASK_TASKS]
+    assert set(read_parquet(tables["sharing"])["mask"]) == set(exp.SHARING_TASKS)
+    assert (read_parquet(tables["layers"])["experiment"] == "addmul").all()
+

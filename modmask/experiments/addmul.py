@@ -10,6 +10,7 @@ from ..data.digits import decode_number, digit_loss
 from ..masked_model import WithMask, run_in_chunks
 from ..masks import BinaryMask, mask_conditions
 
+PER_TASK = True  # its steps: modmask.experiments.per_task
 NAME = "addmul"
 INPUT_SIZE = data.INPUT_SIZE
 OUTPUT_SIZE = data.OUTPUT_SIZE
@@ -34,7 +35,7 @@ def predict(model: nn.Module, mask: BinaryMask | None, x: torch.Tensor, device) 
     return decode_number(run_in_chunks(WithMask(model, mask), x, device))
 
 
-def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device,
+def evaluate_masks(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device,
              spec: dict | None = None) -> dict[str, pd.DataFrame]:
     """Accuracy per operation and split for no mask, each mask and each inverted mask; operation confusion.
 

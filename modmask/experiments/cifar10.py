@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cnn import build_cnn
+from ..io import load_torch
 from ..data import cifar10 as cifar_data
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
 from ..metrics import iou
-from ..training import BatchSampler, History, TrainSettings, train_mask, train_network
+from .. import training
+from ..training import BatchSampler, History, TrainSettings
 
 NAME = "cifar10"
 CLASSES = cifar_data.CLASSES
@@ -96,8 +98,8 @@ def pretrain(train: tuple[torch.Tensor, torch.Tensor], spec: dict, settings: Tra
     log.info("training %s (%d parameters) on %d images for %d steps%s", spec["model"],
              sum(p.numel() for p in model.parameters()), len(train[1]), settings.steps,
              ", crop + flip augmentation" if augment else "")
-    history = train_network(model, sampler, loss, settings, forward=normalized, checkpoint_path=checkpoint_path,
-                            identity=identity, log=log)
+    history = training.train_network(model, sampler, loss, settings, forward=normalized,
+                                     checkpoint_path=checkpoint_path, identity=identity, log=log)
     return model.eval(), history
 
 
@@ -121,8 +123,8 @@ def train_class_mask(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
              ", ".join(removed) or "any class", len(labels), mask.numel(),
              " (output layer fixed to the control mask's)" if fixed_output is not None else "",
              settings.mask_samples, settings.beta, settings.steps)
-    return train_mask(model, sampler, loss, settings, mask=mask, seed=seed, forward=normalized,
-                      checkpoint_path=checkpoint_path, identity=identity, log=log)
+    return training.train_mask(model, sampler, loss, settings, mask=mask, seed=seed, forward=normalized,
+                               checkpoint_path=checkpoint_path, identity=identity, log=log)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -194,3 +196,87 @@ def class_pairs(count: int, seed: int) -> list[tuple[str, str]]:
 def network_from_file(data: dict) -> nn.Module:
     """The architecture of a saved CIFAR-10 network (modmask.steps.load_network fills in its weights)."""
     return build_cnn(data["spec"], seed=0)
+
+
+# ---- the workflow's steps (modmask.experiments protocol) -------------------------------------------
+
+def load_data(path) -> dict:
+    """The image cache of rule cifar10_data (checked; no code runs, see io.load_torch)."""
+    return cifar_data.check_cache(load_torch(path), path)
+
+
+def _part(cache: dict, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return cache[part]["images"], cache[part]["labels"]
+
+
+def removed_classes(mask_name: str) -> tuple[str, ...]:
+    """The classes a mask is trained without, from its name: ``control`` (none), ``without_<class>``, or a
+    stability mask ``<class>+<class>_mask<0|1>``."""
+    if mask_name == CONTROL:
+        return ()
+    if mask_name.startswith("without_"):
+        removed = (mask_name[len("without_"):],)
+    else:
+        removed = tuple(mask_name.rsplit("_mask", 1)[0].split("+"))
+    for name in removed:
+        class_index(name)
+    return removed
+
+
+def mask_seed(seed: int, mask_name: str) -> int:
+    """The control seed*1000, without class c seed*1000 + c + 1; stability masks, distinct from those:
+    seed*1000 + 500 + 100 * mask seed + 10 * first class + second class."""
+    removed = removed_classes(mask_name)
+    if len(removed) == 2:
+        return (seed * 1000 + 500 + 100 * int(mask_name.rsplit("_mask", 1)[1]) + 10 * class_index(removed[0])
+                + class_index(removed[1]))
+    return seed * 1000 + (class_index(removed[0]) + 1 if removed else 0)
+
+
+def train_network(step):
+    """A CNN on all ten classes; its file keeps the test accuracy."""
+    cache = step.data["data"]
+    model, history = pretrain(_part(cache, "train"), step.spec, step.train, step.seed, step.device, step.log,
+                              augment=bool(step.settings.get("augment", False)),
+                              checkpoint_path=step.checkpoint_path, identity=step.identity)
+    images, labels = _part(cache, "test")
+    accuracy = float((predictions(model, None, images, step.device) == labels).float().mean())
+    step.log.info("test accuracy %.4f", accuracy)
+    return model, history, {"test_accuracy": accuracy}
+
+
+def train_mask(step):
+    """The mask ``step.name`` (:func:`removed_classes`); with a ``control`` mask among the inputs, its
+    output layer is the control's."""
+    removed = removed_classes(step.name)
+    mask, history = train_class_mask(step.network, _part(step.data["data"], "train"), step.train, step.seed,
+                                     step.device, step.log, removed=removed, fixed_output=step.masks.get(CONTROL),
+                                     checkpoint_path=step.checkpoint_path, identity=step.identity)
+    return mask, history, {"removed": list(removed)}
+
+
+def evaluate(step) -> dict[str, pd.DataFrame]:
+    """Tables ``accuracy`` and ``confusion`` of one (architecture, seed): the network without a mask, with
+    the control mask and with each class-removal mask, on the full test set."""
+    masks = {NONE: (None, None)}
+    for name, mask in step.masks.items():
+        removed = removed_classes(name)
+        masks[name] = (mask.binary(), removed[0] if removed else None)
+    accuracy, confusion = evaluate_masks(step.network, masks, _part(step.data["data"], "test"), step.device,
+                                         step.log)
+    return {"accuracy": accuracy, "confusion": confusion}
+
+
+def stability(step) -> dict[str, pd.DataFrame]:
+    """Table ``stability``: IoU of the two masks (``<pair>_mask0``, ``<pair>_mask1``) of each class pair,
+    over all masked weights."""
+    pairs: dict[str, list] = {}
+    for name in sorted(step.masks):
+        pairs.setdefault(name.rsplit("_mask", 1)[0], []).append(step.masks[name].binary())
+    rows = []
+    for pair, (first, second) in pairs.items():
+        row = {"pair": pair, **stability_row(first, second)}
+        step.log.info("pair %s: IoU %.4f (%d of %d weights in both)", pair, row["iou"], row["intersection"],
+                      row["union"])
+        rows.append(row)
+    return {"stability": pd.DataFrame(rows)}

@@ -19,6 +19,7 @@ from ..data.digits import decode_number, digit_loss
 from ..masked_model import WithMask, run_in_chunks
 from ..masks import BinaryMask, mask_conditions
 
+PER_TASK = True  # its steps: modmask.experiments.per_task
 NAME = "double_add"
 INPUT_SIZE = data.INPUT_SIZE
 OUTPUT_SIZE = data.OUTPUT_SIZE
@@ -93,7 +94,7 @@ def masked_batch_dims(spec: dict) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device,
+def evaluate_masks(model: nn.Module, masks: dict[str, BinaryMask], df: pd.DataFrame, device,
              spec: dict) -> dict[str, pd.DataFrame]:
     """Accuracy on each pair (test split) with no mask, each mask and each inverted mask.
 

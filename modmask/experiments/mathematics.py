@@ -36,12 +36,14 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from ..config import task_stage_settings
 from ..data import mathematics as mathematics_data
 from ..data.vocab import PAD_ID, SOS_ID, Vocabulary
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
 from ..seq2seq import MODELS, Seq2Seq, batch_first_loss, build_seq2seq, sequence_correct, spec_keys
-from ..training import BatchSampler, History, TrainSettings, train_mask, train_network
+from .. import training
+from ..training import BatchSampler, History, TrainSettings
 
 NAME = "mathematics"
 TASKS = mathematics_data.TASKS
@@ -56,7 +58,8 @@ loss = batch_first_loss  # cross-entropy over the non-padding answer characters;
 __all__ = ["NAME", "TASKS", "LEVELS", "QUESTION_WIDTH", "ANSWER_WIDTH", "SELECTION", "SUBSETS",
            "MASKS", "vocabulary", "encode", "unpack", "training_tensors", "teacher_forced", "loss",
            "build_network", "network_from_file", "pretrain", "level_subset", "train_level_mask", "exact_match",
-           "accuracy_rows"]
+           "accuracy_rows", "network_spec", "stage_settings", "run_settings", "train_network", "train_mask",
+           "evaluate"]
 
 
 def vocabulary() -> Vocabulary:
@@ -139,9 +142,9 @@ def pretrain(df: pd.DataFrame, spec: dict, settings: TrainSettings, seed: int, d
     sampler = BatchSampler(training_tensors(df, vocab, source_width), settings.batch_size, seed, device)
     log.info("training %s (%d parameters) on %d examples (%s) for %d steps", spec["model"],
              sum(p.numel() for p in model.parameters()), len(df), _level_counts(df), settings.steps)
-    history = train_network(model, sampler, loss, settings,
-                            forward=functools.partial(teacher_forced, source_width=source_width),
-                            checkpoint_path=checkpoint_path, identity=identity, log=log)
+    history = training.train_network(model, sampler, loss, settings,
+                                     forward=functools.partial(teacher_forced, source_width=source_width),
+                                     checkpoint_path=checkpoint_path, identity=identity, log=log)
     return model, history
 
 
@@ -181,9 +184,9 @@ def train_level_mask(model: Seq2Seq, df: pd.DataFrame, settings: TrainSettings, 
     mask = WeightMask.for_module(model, SELECTION, settings.initial_logit)
     log.info("training a mask on %d examples (%s): %d masked weights, K=%d, beta %g, %d steps", len(df),
              _level_counts(df), mask.numel(), settings.mask_samples, settings.beta, settings.steps)
-    return train_mask(model, sampler, loss, settings, mask=mask, seed=seed, batch_dim=1,
-                      forward=functools.partial(teacher_forced, source_width=source_width),
-                      checkpoint_path=checkpoint_path, identity=identity, log=log)
+    return training.train_mask(model, sampler, loss, settings, mask=mask, seed=seed, batch_dim=1,
+                               forward=functools.partial(teacher_forced, source_width=source_width),
+                               checkpoint_path=checkpoint_path, identity=identity, log=log)
 
 
 @torch.no_grad()
@@ -219,3 +222,54 @@ def accuracy_rows(model: Seq2Seq, masks: dict[str, BinaryMask | None], test: pd.
             rows.append({**columns, "mask": mask_name, "test_level": level, "correct": int(correct.sum()),
                          "total": len(correct), "accuracy": float(correct.float().mean())})
     return rows
+
+
+# ---- the workflow's steps (modmask.experiments protocol) -------------------------------------------
+
+def network_spec(block: dict) -> dict:
+    """The architecture of every task's network (the config block's ``network``)."""
+    return dict(block["network"])
+
+
+def stage_settings(block: dict, task: str, stage: str) -> dict:
+    """The ``pretrain`` or ``mask`` block with ``task_settings.<task>.<stage>`` merged over it
+    (``task_settings: null`` in a smaller scale's config drops the paper's per-task table)."""
+    return task_stage_settings(block, task, stage)
+
+
+def run_settings(block: dict, task: str) -> dict:
+    """What one task's run depends on: the data settings, the network, its training and the task's mask settings."""
+    return {"data": block["data"], "network": network_spec(block), "pretrain": stage_settings(block, task, "pretrain"),
+            "mask": stage_settings(block, task, "mask")}
+
+
+def train_network(step):
+    """A network trained on every level of one task's training table (``data["train"]``); its file keeps
+    the vocabulary."""
+    model, history = pretrain(step.data["train"], step.spec, step.train, step.seed, step.device, step.log,
+                              checkpoint_path=step.checkpoint_path, identity=step.identity)
+    return model, history, {"vocabulary": vocabulary().to_dict()}
+
+
+def train_mask(step):
+    """The mask ``step.name``, a subset of the task's training table: ``control`` (every level) or ``easy``
+    (:data:`SUBSETS`)."""
+    if step.name not in SUBSETS:
+        raise ValueError(f"unknown mask subset {step.name!r}; known: {list(SUBSETS)}")
+    mask, history = train_level_mask(step.network, step.data["train"], step.train, step.seed, step.device, step.log,
+                                     levels=SUBSETS[step.name],
+                                     vocab=Vocabulary.from_dict(step.network_file["vocabulary"]),
+                                     checkpoint_path=step.checkpoint_path, identity=step.identity)
+    return mask, history, {"subset": step.name}
+
+
+def evaluate(step, levels: Sequence[str] = LEVELS) -> dict[str, pd.DataFrame]:
+    """Table ``accuracy`` of one (task, seed): exact answer match on the test rows (``data["test"]``) of
+    each of ``levels``, for the network without a mask (``mask`` "none") and through each mask."""
+    masks = {name: mask.binary() for name, mask in step.masks.items()}
+    rows = accuracy_rows(step.network, {"none": None, **masks}, step.data["test"], step.device, levels=list(levels),
+                         vocab=Vocabulary.from_dict(step.network_file["vocabulary"]))
+    accuracy = pd.DataFrame(rows)
+    for row in accuracy.itertuples():
+        step.log.info("mask %s, %s test: %.4f (%d/%d)", row.mask, row.test_level, row.accuracy, row.correct, row.total)
+    return {"accuracy": accuracy}

@@ -7,8 +7,9 @@ is re-initialised, and the next task gets a new mask. The first layer is always 
 never frozen: it has to undo each task's permutation. The measurement: per layer, the fraction of
 task t's weights that an earlier task already used.
 
-This is not a pretrain-then-mask experiment, so it does not follow the protocol of the other
-experiment modules; the workflow runs it through its own rules (``rules/permuted_mnist.smk``).
+This is not a pretrain-then-mask experiment, so it has its own DAG instead of the three steps of the
+other experiment modules: one job per (variant, seed) runs :func:`run` (``modmask.steps.sequential_run``),
+one collects :func:`tables` over all runs (``rules/permuted_mnist.smk``).
 """
 from __future__ import annotations
 
@@ -147,6 +148,26 @@ def accuracy(model: nn.Module, mask: BinaryMask | None, x: torch.Tensor, y: torc
         out = run_with_mask(model, mask, x[i:i + chunk].to(device))
         correct += int((out.argmax(-1).cpu() == y[i:i + chunk]).sum())
     return correct / max(len(y), 1)
+
+
+NOT_SETTINGS = ("mnist_dir", "download", "mirror", "verify")  # where the data comes from, not what it is
+
+
+def run_settings(block: dict, variant: str) -> dict:
+    """What one run of the ``permuted_mnist`` config block depends on: tasks, network, training, the
+    data subset and the variant's mask init; not where MNIST lies or whether it was downloaded."""
+    data = {k: v for k, v in block["data"].items() if k not in NOT_SETTINGS}
+    return {"tasks": block["tasks"], "architecture": block["architecture"], "train": block["train"], "data": data,
+            "mask_init": block["variants"][variant]}
+
+
+def run_data(data_block: dict, log: logging.Logger, seed: int = 0):
+    """MNIST from ``data_block["mnist_dir"]``, cut to ``train_size`` / ``test_size`` (fixed subsets)."""
+    data = mnist.load(data_block["mnist_dir"], verify=data_block.get("verify", True))
+    data = {split: mnist.subset(*data[split], data_block.get(f"{split}_size"), seed) for split in data}
+    log.info("MNIST from %s: %d training, %d test images", data_block["mnist_dir"], len(data["train"][1]),
+             len(data["test"][1]))
+    return data
 
 
 def settings_for(block: dict) -> TrainSettings:

@@ -30,7 +30,8 @@ from ..data.vocab import PAD_ID, SOS_ID, Vocabulary
 from ..masked_model import run_with_mask
 from ..masks import BinaryMask, MaskSelection, WeightMask
 from ..seq2seq import GreedyDecoder, Seq2Seq, batch_first_loss, build_seq2seq, sequence_correct, spec_keys
-from ..training import BatchSampler, History, TrainSettings, train_mask, train_network
+from .. import training
+from ..training import BatchSampler, History, TrainSettings
 
 NAME = "scan"
 SPLITS = scan_data.SPLITS
@@ -132,8 +133,8 @@ def pretrain(df: pd.DataFrame, spec: dict, settings: TrainSettings, seed: int, d
     sampler = training_batches(df, in_vocab, out_vocab, settings, seed, device)
     log.info("training %s (%d parameters) on %d examples for %d steps", spec["model"],
              sum(p.numel() for p in model.parameters()), len(df), settings.steps)
-    history = train_network(model, sampler, loss, settings, forward=teacher_forced, checkpoint_path=checkpoint_path,
-                            identity=identity, log=log)
+    history = training.train_network(model, sampler, loss, settings, forward=teacher_forced,
+                                     checkpoint_path=checkpoint_path, identity=identity, log=log)
     return model, history
 
 
@@ -147,8 +148,8 @@ def train_split_mask(model: Seq2Seq, df: pd.DataFrame, settings: TrainSettings, 
     mask = WeightMask.for_module(model, SELECTION, settings.initial_logit)
     log.info("training a mask on %d examples: %d masked weights, K=%d, beta %g, %d steps", len(df), mask.numel(),
              settings.mask_samples, settings.beta, settings.steps)
-    return train_mask(model, sampler, loss, settings, mask=mask, seed=seed, batch_dim=1, forward=teacher_forced,
-                      checkpoint_path=checkpoint_path, identity=identity, log=log)
+    return training.train_mask(model, sampler, loss, settings, mask=mask, seed=seed, batch_dim=1,
+                               forward=teacher_forced, checkpoint_path=checkpoint_path, identity=identity, log=log)
 
 
 @torch.no_grad()
@@ -194,3 +195,48 @@ def removed_output_weights(iid: BinaryMask, split_mask: BinaryMask, out_vocab: V
                      "split_kept": int(kept_split[index].sum()),
                      "removed_fraction": removed / weights if weights else float("nan")})
     return rows
+
+
+# ---- the workflow's steps (modmask.experiments protocol) -------------------------------------------
+
+def train_network(step):
+    """A network trained on one split's training table (``data["train"]``): the IID pretraining, or the
+    direct-training baseline. Its file keeps both vocabularies."""
+    model, history = pretrain(step.data["train"], step.spec, step.train, step.seed, step.device, step.log,
+                              checkpoint_path=step.checkpoint_path, identity=step.identity)
+    in_vocab, out_vocab = vocabularies()
+    return model, history, {"vocabularies": {"command": in_vocab.to_dict(), "actions": out_vocab.to_dict()}}
+
+
+def train_mask(step):
+    """A mask on the IID-trained network for one split's training table (``data["train"]``)."""
+    mask, history = train_split_mask(step.network, step.data["train"], step.train, step.seed, step.device, step.log,
+                                     checkpoint_path=step.checkpoint_path, identity=step.identity)
+    return mask, history, {}
+
+
+def evaluate(step) -> dict[str, pd.DataFrame]:
+    """Tables ``accuracy`` and ``output_weights`` of one (architecture, seed).
+
+    ``accuracy``: the IID-trained network without a mask and with each split's mask, and each directly
+    trained network (``networks``) without a mask, on every split's test set (``data["tests"]``).
+    ``output_weights`` (Fig. 4b): per split mask and output token, the decoder output weights the IID mask
+    keeps and the split's removes.
+    """
+    in_vocab, out_vocab = vocabularies()
+    tests = {split: encode(df, in_vocab, out_vocab) for split, df in step.data["tests"].items()}
+    masks = {split: mask.binary() for split, mask in step.masks.items()}
+    rows = accuracy_rows(step.network, {"none": None, **masks}, tests, step.device, network="pretrained",
+                         trained_on=IID)
+    for split, network in step.networks.items():
+        rows += accuracy_rows(network, {"none": None}, tests, step.device, network="direct", trained_on=split)
+    accuracy = pd.DataFrame(rows)
+    for row in accuracy.itertuples():
+        step.log.info("%s network (trained on %s), mask %s, %s test: %.4f (%d/%d)", row.network, row.trained_on,
+                      row.mask, row.test_split, row.accuracy, row.correct, row.total)
+    weights = []
+    if IID in masks and OUTPUT_LAYER in masks[IID].bits:
+        for split, mask in masks.items():
+            if split != IID:
+                weights += [{"mask": split, **row} for row in removed_output_weights(masks[IID], mask, out_vocab)]
+    return {"accuracy": accuracy, "output_weights": pd.DataFrame(weights)}
