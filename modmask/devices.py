@@ -14,8 +14,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 _HELD_LOCKS: list = []  # keep lock files open for the life of the process
 
@@ -65,6 +68,8 @@ def release_gpu_slots() -> None:
 
 def select_device(preference: str = "auto", lock_dir=None) -> torch.device:
     """``auto``: a free GPU when there is one, else the CPU. ``cpu``/``cuda``/``cuda:N`` are taken as given."""
+    import torch  # here, not at import: the table jobs that import this module's neighbours need no torch
+
     if preference == "cpu":
         return torch.device("cpu")
     if preference.startswith("cuda"):

@@ -1,11 +1,12 @@
 """Statistics of binary masks, per layer and over the whole network (paper section 2 metrics)."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
 
-from .masks import BinaryMask
+if TYPE_CHECKING:  # masks import torch; table jobs (summary, figures) that only read TOTAL do not need it
+    from .masks import BinaryMask
 
 TOTAL = "total"
 
@@ -32,6 +33,8 @@ def weights_kept(masks: Mapping[str, BinaryMask], labels: Mapping[str, str] | No
 
 def shared_fraction(target: BinaryMask, others: list[BinaryMask]) -> dict[str, float]:
     """Per layer ``|m_t AND r| / |m_t|`` with ``r`` the union of the other masks; key ``total`` for the network."""
+    from .masks import BinaryMask
+
     rest = BinaryMask.union(others)
     both = (target & rest).counts()
     own = target.counts()

@@ -7,11 +7,17 @@ import os
 import platform
 import random
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .devices import select_device
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that need it, so that jobs which only log (collect, figures) start
+# without it.
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -35,6 +41,8 @@ def tune_cpu_allocator() -> bool:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch generator for data sampling."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
@@ -45,6 +53,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def set_threads(threads: int | None) -> None:
     if threads:
+        import torch
+
         torch.set_num_threads(int(threads))
 
 
@@ -68,6 +78,8 @@ def get_logger(name: str = "modmask", log_file: str | os.PathLike | None = None)
 
 def start_job(log_file=None, seed: int = 0, threads: int | None = None, device: str = "cpu"):
     """Logger, seeded RNGs, thread count, allocator and device for one job."""
+    import torch
+
     log = get_logger("modmask", log_file)
     set_threads(threads)
     tune_cpu_allocator()

@@ -112,10 +112,8 @@ rule figures_all:
         [f"{FIGURES}/{experiment}" for experiment in EXPERIMENTS],
         [f"{FIGURES}/sweeps"] if "addmul" in SWEEP_EXPERIMENTS else [],
         f"{FIGURES}/histogram",
-        [f"{FIGURES}/permuted_mnist"] if config.get("permuted_mnist") else [],
-        [f"{FIGURES}/scan"] if config.get("scan") else [],
-        [f"{FIGURES}/cifar10"] if config.get("cifar10") else [],
-        [f"{FIGURES}/mathematics"] if config.get("mathematics") else [],
+        # the experiments with a config block of their own (permuted MNIST, SCAN, CIFAR-10, Mathematics)
+        [f"{FIGURES}/{name}" for name in experiments.EXPERIMENTS if name not in EXPERIMENTS and config.get(name)],
         f"{RESULTS}/summary.md",
     output:
         f"{FIGURES}/all",

@@ -14,7 +14,7 @@ class Named(dict):
         return self[name]
 
 
-def snakemake_job(experiment=None, wildcards=None, input=None, output=None, log="job.log", settings=None,
+def snakemake_job(experiment=None, wildcards=None, input=None, output=None, log=None, settings=None,
                   arch=None, provenance=None, config=None, **params):
     """``settings`` and ``arch`` as dicts (written as JSON, as the rules do); further ``params`` as given."""
     params = dict(params)

@@ -89,7 +89,7 @@ def test_list_inputs_are_named_by_file_name_or_by_folder():
 
 def _snakemake_job(**params):
     return snakemake_job(wildcards={"seed": "3"}, input={"data": "d.parquet", "masks": ["mask_a.pt", "mask_b.pt"]},
-                         output={"network": "n.pt"}, config={"checkpoint_every": 50}, **params)
+                         output={"network": "n.pt"}, config={"checkpoint_every": 50}, log="job.log", **params)
 
 
 def test_a_job_is_read_into_plain_data():

@@ -124,9 +124,9 @@ def test_changing_mask_setting_reruns_only_masks_and_downstream(workflow, tmp_pa
     override.write_text("experiments:\n  addmul:\n    mask:\n      beta: 2.0e-4\n")
     result = snakemake(workflow, "figures/all", "--dry-run", extra_config=override)
     jobs = planned_jobs(result)
-    # main runs: 2 archs x 2 seeds x 3 tasks; the size sweep follows the main beta: small, medium
-    # and fnn x 1 seed x 2 tasks at the new beta. The beta-sweep points keep their own beta.
-    assert jobs.get("train_mask") == 12 + 6 and jobs.get("evaluate") == 4 + 3
+    # main runs: 2 archs x 2 seeds x 3 tasks; the size sweep follows the main beta: small and fnn
+    # x 1 seed x 2 tasks at the new beta. The beta-sweep points keep their own beta.
+    assert jobs.get("train_mask") == 12 + 4 and jobs.get("evaluate") == 4 + 2
     assert "pretrain" not in jobs and "generate_data" not in jobs
 
 
@@ -199,7 +199,7 @@ def test_beta_sweep_reuses_networks_and_double_add_tables(workflow):
     results = workflow / "results" / "smoke"
     sweep = pd.read_parquet(results / "addmul" / "sweeps" / "sharing.parquet")
     assert set(sweep["beta"]) == {1e-5, 1e-3, 1e-4}  # two sweep points + the size sweep's main beta
-    assert set(sweep.loc[sweep["beta"] == 1e-4, "arch"]) == {"small", "medium", "fnn"}
+    assert set(sweep.loc[sweep["beta"] == 1e-4, "arch"]) == {"small", "fnn"}
     # one network per (arch, seed): the beta points have no network of their own
     assert not list(results.glob("addmul/*/seed*/beta*/network.pt"))
     assert sorted(p.name for p in (results / "addmul/fnn/seed0/beta1e-05").glob("mask_*.pt")) == \
