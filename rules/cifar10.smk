@@ -156,18 +156,34 @@ if CIFAR:
             "../scripts/evaluate.py"
 
     localrules:
-        cifar10_table,
+        cifar10_tables,
+        cifar10_stability_table,
 
-    rule cifar10_table:
-        """One tidy CIFAR-10 table over all architectures and seeds."""
+    rule cifar10_tables:
+        """The tidy CIFAR-10 tables (accuracy, confusion), each over all architectures and seeds."""
         input:
-            cifar_table_inputs,
+            [f"{run}/{table}.parquet" for run in run_folders("cifar10") for table in CIFAR_TABLES],
         output:
-            f"{RESULTS}/cifar10/{{cifar_table}}.parquet",
+            **{table: f"{RESULTS}/cifar10/{table}.parquet" for table in CIFAR_TABLES},
         log:
-            f"{RESULTS}/logs/cifar10/collect_{{cifar_table}}.log",
-        wildcard_constraints:
-            cifar_table="|".join(CIFAR_TABLES + ["stability"]),
+            f"{RESULTS}/logs/cifar10/collect.log",
+        conda:
+            "../envs/modmask.yaml"
+        resources:
+            **job_resources("collect"),
+        params:
+            code=rule_code("collect_table.py"),
+        script:
+            "../scripts/collect_table.py"
+
+    rule cifar10_stability_table:
+        """The tidy mask-stability table over the stability networks."""
+        input:
+            cifar_stability_tables,
+        output:
+            f"{RESULTS}/cifar10/stability.parquet",
+        log:
+            f"{RESULTS}/logs/cifar10/collect_stability.log",
         conda:
             "../envs/modmask.yaml"
         resources:

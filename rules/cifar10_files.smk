@@ -30,11 +30,7 @@ def cifar_stability_masks(wildcards):
     return [f"{run}/stability/{'+'.join(pair)}_mask{s}.pt" for pair in pairs for s in (0, 1)]
 
 
-def cifar_table_inputs(wildcards):
-    """Per-run files of one CIFAR-10 table: every (architecture, seed), or the stability networks."""
-    if wildcards.cifar_table == "stability":
-        arch = CIFAR["stability"]["architecture"]
-        return [
-            f"{RESULTS}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(CIFAR["stability"]["networks"])
-        ]
-    return [f"{run}/{wildcards.cifar_table}.parquet" for run in run_folders("cifar10")]
+def cifar_stability_tables(wildcards):
+    """The stability table of every stability network."""
+    arch = CIFAR["stability"]["architecture"]
+    return [f"{RESULTS}/cifar10/{arch}/seed{seed}/stability.parquet" for seed in range(CIFAR["stability"]["networks"])]

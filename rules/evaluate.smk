@@ -22,20 +22,18 @@ rule evaluate:
 
 # Concatenating small tables: on a cluster, run on the submitting node instead of as SLURM jobs.
 localrules:
-    collect_table,
-    collect_sweep_table,
+    collect_tables,
+    collect_sweep_tables,
 
 
-rule collect_table:
-    """One tidy table over all architectures and seeds of an experiment."""
+rule collect_tables:
+    """The experiment's tidy tables, each over all architectures and seeds (one job for all of them)."""
     input:
-        lambda wc: seed_tables(wc.experiment)[wc.table],
+        lambda wc: [path for paths in seed_tables(wc.experiment).values() for path in paths],
     output:
-        f"{RESULTS}/{{experiment}}/{{table}}.parquet",
+        **{table: f"{RESULTS}/{{experiment}}/{table}.parquet" for table in TABLES},
     log:
-        f"{RESULTS}/logs/{{experiment}}/collect_{{table}}.log",
-    wildcard_constraints:
-        table="|".join(TABLES),
+        f"{RESULTS}/logs/{{experiment}}/collect.log",
     conda:
         "../envs/modmask.yaml"
     resources:
@@ -46,16 +44,14 @@ rule collect_table:
         "../scripts/collect_table.py"
 
 
-rule collect_sweep_table:
-    """One tidy table over an experiment's sweep points (beta values, network sizes) and seeds."""
+rule collect_sweep_tables:
+    """The experiment's tidy sweep tables, each over its sweep points (beta values, network sizes) and seeds."""
     input:
-        lambda wc: [f"{d}/{wc.table}.parquet" for d in sweep_run_dirs(wc.experiment)],
+        lambda wc: [f"{d}/{table}.parquet" for d in sweep_run_dirs(wc.experiment) for table in TABLES],
     output:
-        f"{RESULTS}/{{experiment}}/sweeps/{{table}}.parquet",
+        **{table: f"{RESULTS}/{{experiment}}/sweeps/{table}.parquet" for table in TABLES},
     log:
-        f"{RESULTS}/logs/{{experiment}}/collect_sweeps_{{table}}.log",
-    wildcard_constraints:
-        table="|".join(TABLES),
+        f"{RESULTS}/logs/{{experiment}}/collect_sweeps.log",
     conda:
         "../envs/modmask.yaml"
     resources:

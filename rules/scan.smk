@@ -113,18 +113,16 @@ if SCAN:
             "../scripts/evaluate.py"
 
     localrules:
-        scan_table,
+        scan_tables,
 
-    rule scan_table:
-        """One tidy SCAN table over all architectures and seeds."""
+    rule scan_tables:
+        """The tidy SCAN tables, each over all architectures and seeds."""
         input:
-            lambda wc: [f"{run}/{wc.scan_table}.parquet" for run in run_folders("scan")],
+            lambda wc: [f"{run}/{table}.parquet" for run in run_folders("scan") for table in SCAN_TABLES],
         output:
-            f"{RESULTS}/scan/{{scan_table}}.parquet",
+            **{table: f"{RESULTS}/scan/{table}.parquet" for table in SCAN_TABLES},
         log:
-            f"{RESULTS}/logs/scan/collect_{{scan_table}}.log",
-        wildcard_constraints:
-            scan_table="|".join(SCAN_TABLES),
+            f"{RESULTS}/logs/scan/collect.log",
         conda:
             "../envs/modmask.yaml"
         resources:

@@ -374,12 +374,28 @@ def test_the_collect_rule_names_a_seed_table_that_lacks_a_column(tmp_path):
     write_parquet(good.drop(columns="accuracy").assign(seed=1), paths[1])
     write_parquet(good.iloc[:0][["arch"]], paths[2])  # a run with nothing to report passes as it is
     out = tmp_path / "accuracy.parquet"
+    unnamed = Files({})  # a rule's single output without a name
+    unnamed.append(str(out))
     with pytest.raises(TableError) as error:
-        run_script("collect_table", input=[str(p) for p in paths], output=[str(out)], log=[str(tmp_path / "c.log")])
+        run_script("collect_table", input=[str(p) for p in paths], output=unnamed, log=[str(tmp_path / "c.log")])
     assert f"table {paths[1]} lacks column(s) ['accuracy']" in str(error.value) and str(paths[0]) in str(error.value)
     assert not out.exists()
     write_parquet(good.assign(seed=1), paths[1])  # the control: consistent tables concatenate
     assert concat_parquet(paths, out)["seed"].tolist() == [0, 1]
+
+
+def test_one_collect_job_writes_each_table_from_the_runs_files_of_that_name(tmp_path):
+    runs = [tmp_path / f"seed{s}" for s in range(2)]
+    for seed, run in enumerate(runs):
+        run.mkdir()
+        write_parquet(pd.DataFrame({"seed": [seed], "accuracy": [0.5 + seed]}), run / "accuracy.parquet")
+        write_parquet(pd.DataFrame({"seed": [seed] * 2, "shared": [0.1, 0.2]}), run / "sharing.parquet")
+    outputs = {name: str(tmp_path / f"{name}.parquet") for name in ("accuracy", "sharing")}
+    run_script("collect_table", input=[str(run / f"{name}.parquet") for run in runs for name in outputs],
+               output=Files(outputs), log=[str(tmp_path / "c.log")])
+    accuracy, sharing = (pd.read_parquet(outputs[name]) for name in ("accuracy", "sharing"))
+    assert accuracy["accuracy"].tolist() == [0.5, 1.5] and list(accuracy.columns) == ["seed", "accuracy"]
+    assert sharing["seed"].tolist() == [0, 0, 1, 1] and list(sharing.columns) == ["seed", "shared"]
 
 
 def test_the_summary_names_the_table_and_the_missing_column(tmp_path):

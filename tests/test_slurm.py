@@ -255,7 +255,7 @@ def test_smoke_workflow_through_the_slurm_profile(slurm, tmp_path):
     total = int(re.findall(r"(\d+) of \1 steps \(100%\) done", output)[-1])
     submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
     local = re.findall(r"^localrule (\w+):", output, re.M)
-    assert set(local) == {"collect_table"}, set(local)
+    assert set(local) == {"collect_tables"}, set(local)
     assert len(submitted) == total - len(local), f"{len(submitted)} SLURM jobs for {total} workflow jobs"
 
     # The figures came out.

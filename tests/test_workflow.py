@@ -148,8 +148,8 @@ def provenance_triggered(result: subprocess.CompletedProcess) -> set[str]:
 
 
 CIFAR_TRAINING = ["cifar10_network", "cifar10_mask", "cifar10_stability_mask", "cifar10_stability", "cifar10_evaluate",
-                  "cifar10_table", "figures_cifar10"]
-SCAN_ALL = ["scan_split", "scan_network", "scan_mask", "scan_evaluate", "scan_table", "figures_scan"]
+                  "cifar10_tables", "cifar10_stability_table", "figures_cifar10"]
+SCAN_ALL = ["scan_split", "scan_network", "scan_mask", "scan_evaluate", "scan_tables", "figures_scan"]
 
 
 @pytest.mark.parametrize("module, triggered, planned", [
