@@ -3,7 +3,8 @@
 A run's tables outlive the machine only if they are committed. Per experiment, ``reference/<experiment>/``
 holds the run's Parquet tables (each row with its provenance: scale, config hash, code version), its
 figure PNGs under ``figures/``, and ``manifest.json`` (date, machine, wall time, the command). Networks,
-masks and checkpoints stay out.
+masks and checkpoints stay out; only an unfinished long run's progress, cut to what its remaining tasks
+need, waits in ``progress/`` (:mod:`modmask.carry`) until the finished run is exported.
 
     python -m modmask.reference export permuted_mnist --results results/long --wall-time "5.1 h" \\
         --command "snakemake results/long/permuted_mnist/sharing.parquet --cores 2 --configfile config/long.yaml"
@@ -153,13 +154,31 @@ def load_manifest(reference: str | Path, experiment: str) -> dict | None:
         raise ReferenceError(f"{path} is not valid JSON ({error}); re-export the experiment") from error
 
 
+def carried_runs(reference: str | Path, experiment: str) -> dict[str, str]:
+    """The runs whose progress :mod:`modmask.carry` keeps under ``reference/<experiment>/progress/``:
+    ``{"<variant> <seed>": "<n> tasks"}`` (``"<n> tasks, finished"`` for a finished run)."""
+    from .carry import SUFFIX, read_carried
+
+    runs = {}
+    for path in sorted((Path(reference) / experiment / "progress").glob(f"*/seed*{SUFFIX}")):
+        carried = read_carried(path)
+        runs[f"{path.parent.name} {path.name[: -len(SUFFIX)]}"] = (
+            f"{len(carried['tasks'])} tasks" + (", finished" if carried.get("finished") else ""))
+    return runs
+
+
 def readme_block(experiment: str, reference: str | Path = "reference", link_prefix: str = "reference") -> str:
     """The generated part of an experiment's README section: where the run comes from, its findings
     against the paper's, and its figures."""
     reference = Path(reference)
     manifest = load_manifest(reference, experiment)
     if manifest is None:
-        return f"No reference run of this experiment is kept yet (`reference/{experiment}/` is empty).\n"
+        carried = carried_runs(reference, experiment)
+        if not carried:
+            return f"No reference run of this experiment is kept yet (`reference/{experiment}/` is empty).\n"
+        return (f"No finished reference run of this experiment is kept yet. A run under way across sessions "
+                f"carries its progress in `reference/{experiment}/progress/` (`python -m modmask.carry`); "
+                f"finished tasks per run: " + ", ".join(f"{run} {tasks}" for run, tasks in carried.items()) + ".\n")
     lines = [f"Reference run ({', '.join(manifest['scale'])} scale), {manifest['date']}, {manifest['machine']}"
              + (f", wall time {manifest['wall_time']}" if manifest.get("wall_time") else "")
              + f"; code version {', '.join(manifest['code_version'])}."]

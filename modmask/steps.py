@@ -223,6 +223,12 @@ def write_tables(tables: dict[str, pd.DataFrame], out_paths: dict, provenance: d
 
 # ---- an experiment with its own DAG (permuted MNIST): one job trains every task of a run in order ---------
 
+def progress_identity(provenance: dict) -> str:
+    """What a sequential run's saved progress must match to be resumed: its provenance without the code
+    version (settings, scale, seed, variant)."""
+    return str({key: value for key, value in provenance.items() if key != "code_version"})
+
+
 def sequential_run(experiment: str, block: dict, variant: str, seed: int, device, out_path, log: logging.Logger,
                    provenance: dict, checkpoint_every: int = 0) -> None:
     """One (variant, seed) run of ``experiment`` (its module's ``run_data(data_block)`` and ``run(...)``):
@@ -231,7 +237,7 @@ def sequential_run(experiment: str, block: dict, variant: str, seed: int, device
     # A paper-length run spans sessions, and the code may change between them (a refactor, a fix):
     # its progress belongs to the settings, seed and variant, and each task records the code version
     # that trained it, so the tables say which code produced each row.
-    identity = str({key: value for key, value in provenance.items() if key != "code_version"})
+    identity = progress_identity(provenance)
     progress_path = Path(f"{out_path}.ckpt")
     task_checkpoint = Path(f"{out_path}.task.ckpt") if checkpoint_every else None
 

@@ -244,6 +244,48 @@ def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.L
             "permutations": perms}
 
 
+# Carrying an unfinished run to another machine (modmask.carry): a run's progress after a task without
+# what the next task overwrites. At a task's start every parameter entry outside the frozen ones is
+# re-initialised (:func:`reinitialise`), so only the frozen entries' values matter: a few thousand numbers
+# instead of the whole network, and the run resumes from them bit for bit.
+PORTABLE_FORMAT = "modmask.PermutedMnistProgress/1"
+
+
+def _first_layer_name(name: str) -> bool:
+    return name.startswith("layers.0.")  # the names first_layer() gives
+
+
+def portable_progress(state: dict) -> dict:
+    """``state`` (a run's progress: identity, model, tasks, used) cut to what the remaining tasks need."""
+    used = BinaryMask.from_file_dict(state["used"])
+    model = state["model"]
+    frozen = {name: bits for name, bits in used.bits.items() if not _first_layer_name(name)}
+    return {"format": PORTABLE_FORMAT, "identity": state["identity"], "tasks": state["tasks"],
+            "used": state["used"], "shapes": {name: list(value.shape) for name, value in model.items()},
+            "frozen_values": {name: model[name][bits.to(model[name].device)].clone() for name, bits in frozen.items()}}
+
+
+def finished_progress(run: dict, identity: str) -> dict:
+    """A finished run (:func:`run`'s result) as the portable progress after its last task: resumed, it
+    trains nothing and writes the same run again."""
+    used = BinaryMask.union([BinaryMask.from_file_dict(task["mask"]) for task in run["tasks"]])
+    return {"format": PORTABLE_FORMAT, "identity": identity, "tasks": run["tasks"], "used": used.to_file_dict(),
+            "shapes": {name: list(bits.shape) for name, bits in used.bits.items()}, "frozen_values": {},
+            "finished": True}
+
+
+def resumable_progress(portable: dict) -> dict:
+    """The progress :func:`run` resumes from, rebuilt from :func:`portable_progress`'s (zeros where the
+    next task re-initialises)."""
+    if portable.get("format") != PORTABLE_FORMAT:
+        raise ValueError(f"not a carried permuted-MNIST progress (format {portable.get('format')!r})")
+    used = BinaryMask.from_file_dict(portable["used"])
+    model = {name: torch.zeros(shape) for name, shape in portable["shapes"].items()}
+    for name, values in portable["frozen_values"].items():
+        model[name][used.bits[name]] = values
+    return {"identity": portable["identity"], "model": model, "tasks": portable["tasks"], "used": portable["used"]}
+
+
 def tables(run: dict, provenance: dict) -> dict[str, pd.DataFrame]:
     """Tidy tables of one run: ``sharing`` and ``layers`` (a row per task and layer), ``accuracy`` (per task)."""
     sharing, layers, acc = [], [], []

@@ -1,0 +1,149 @@
+"""Carrying an unfinished permuted-MNIST run between machines (modmask.carry): the carried progress is
+small, resumes bit for bit, never replaces more progress with less, and bad input is named."""
+import gzip
+import logging
+
+import pytest
+import torch
+
+from modmask import carry, steps
+from modmask.experiments import permuted_mnist as pm
+from modmask.io import load_torch, save_torch
+
+from test_permuted_mnist import tiny_block, tiny_data
+
+LOG = logging.getLogger("test")
+PROVENANCE = {"experiment": "permuted_mnist", "scale": "long", "variant": "used2_new0", "seed": 1,
+              "config_hash": "abc", "code_version": "v1"}
+IDENTITY = steps.progress_identity(PROVENANCE)
+
+
+class Killed(Exception):
+    pass
+
+
+def progress_after(tasks: int, block, data) -> dict:
+    """The progress a run saves after ``tasks`` finished tasks (the run is killed there)."""
+    saved = {}
+
+    def save_and_die(state):
+        saved["state"] = {"identity": IDENTITY, **state}
+        if len(state["tasks"]) == tasks:
+            raise Killed
+
+    with pytest.raises(Killed):
+        pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG, save_progress=save_and_die)
+    return saved["state"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    block, data = tiny_block(steps=8), tiny_data()
+    reference = pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG)
+    return block, data, reference
+
+
+def same_tasks(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x["accuracy"] == y["accuracy"] and repr(x["sharing"]) == repr(y["sharing"])  # nan-safe
+        assert all(torch.equal(x["mask"]["bits"][n], y["mask"]["bits"][n]) for n in x["mask"]["bits"])
+        assert x["history"] == y["history"]
+
+
+def test_carried_progress_resumes_bit_for_bit_on_a_fresh_machine(tmp_path, tiny):
+    block, data, reference = tiny
+    old_machine, new_machine, repo = tmp_path / "old", tmp_path / "new", tmp_path / "reference"
+    state = progress_after(2, block, data)
+    save_torch(state, old_machine / "permuted_mnist/used2_new0/seed1/run.pt.ckpt")
+    lines = carry.carry_out("permuted_mnist", old_machine, repo)
+    carried = repo / "permuted_mnist/progress/used2_new0/seed1.pt.gz"
+    assert carried.exists() and "2 tasks" in lines[0]
+
+    # only the frozen entries' values travel: the first layer and every free entry are re-initialised
+    portable = carry.read_carried(carried)
+    used = state["used"]["bits"]
+    assert set(portable["frozen_values"]) == {n for n in used if not n.startswith("layers.0.")}
+    for name, values in portable["frozen_values"].items():
+        assert values.numel() == int(used[name].sum())
+        assert torch.equal(values, state["model"][name][used[name]])
+
+    carry.carry_in("permuted_mnist", new_machine, repo)
+    restored = load_torch(new_machine / "permuted_mnist/used2_new0/seed1/run.pt.ckpt")
+    assert restored["identity"] == IDENTITY and len(restored["tasks"]) == 2
+    for name, value in restored["model"].items():
+        frozen = used[name] if not name.startswith("layers.0.") else torch.zeros_like(used[name])
+        assert torch.equal(value[frozen], state["model"][name][frozen])
+        assert (value[~frozen] == 0).all()
+    resumed = pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG, load_progress=lambda: restored)
+    same_tasks(resumed["tasks"], reference["tasks"])
+
+
+def test_a_finished_run_is_carried_and_rewritten_without_training(tmp_path, tiny, monkeypatch):
+    block, data, reference = tiny
+    save_torch({**reference, "provenance": PROVENANCE}, tmp_path / "old/permuted_mnist/used2_new0/seed1/run.pt")
+    assert "3 tasks (finished)" in carry.carry_out("permuted_mnist", tmp_path / "old", tmp_path / "ref")[0]
+    carry.carry_in("permuted_mnist", tmp_path / "new", tmp_path / "ref")
+    restored = load_torch(tmp_path / "new/permuted_mnist/used2_new0/seed1/run.pt.ckpt")
+    assert restored["identity"] == IDENTITY
+    monkeypatch.setattr(pm, "train_jointly", lambda *a, **k: pytest.fail("a finished run trained again"))
+    rerun = pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG, load_progress=lambda: restored)
+    same_tasks(rerun["tasks"], reference["tasks"])
+
+
+def test_less_progress_never_replaces_more(tmp_path, tiny):
+    block, data, _ = tiny
+    one, two = progress_after(1, block, data), progress_after(2, block, data)
+    machine = tmp_path / "results/permuted_mnist/used2_new0/seed1/run.pt.ckpt"
+    save_torch(two, machine)
+    carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref")
+    carried = tmp_path / "ref/permuted_mnist/progress/used2_new0/seed1.pt.gz"
+    before = carried.read_bytes()
+    save_torch(one, machine)  # a machine that got less far
+    assert "kept" in carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref")[0]
+    assert carried.read_bytes() == before
+    # and back in: a machine that already got further keeps its own progress
+    save_torch({**two, "tasks": two["tasks"] + [two["tasks"][-1]]}, machine)
+    assert "left alone" in carry.carry_in("permuted_mnist", tmp_path / "results", tmp_path / "ref")[0]
+    assert len(load_torch(machine)["tasks"]) == 3
+    # the same progress carried twice gives the same bytes (no spurious git change)
+    save_torch(two, machine)
+    carried.unlink()
+    carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref")
+    assert carried.read_bytes() == before
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    assert carry.main(["out", "scan", "--results", str(tmp_path)]) == 2
+    assert "no sequential long run" in capsys.readouterr().err
+    assert carry.main(["out", "nonsense", "--results", str(tmp_path)]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+    assert carry.main(["out", "permuted_mnist", "--results", str(tmp_path)]) == 2
+    assert "no runs of permuted_mnist" in capsys.readouterr().err
+    broken = tmp_path / "ref/permuted_mnist/progress/normal/seed0.pt.gz"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(gzip.compress(b"not a torch file"))
+    assert carry.main(["in", "permuted_mnist", "--results", str(tmp_path / "r"), "--reference",
+                       str(tmp_path / "ref")]) == 2
+    err = capsys.readouterr().err
+    assert str(broken) in err and "git checkout" in err
+
+
+def test_readme_block_reports_a_carried_run_and_export_drops_its_progress(tmp_path, tiny):
+    from modmask import reference as ref
+    from test_reference import write_pm_results
+
+    block, data, reference = tiny
+    results, repo = tmp_path / "results", tmp_path / "reference"
+    save_torch(progress_after(2, block, data), results / "permuted_mnist/used2_new0/seed1/run.pt.ckpt")
+    save_torch({**reference, "provenance": {**PROVENANCE, "variant": "normal", "seed": 0}},
+               results / "permuted_mnist/normal/seed0/run.pt")
+    carry.carry_out("permuted_mnist", results, repo)
+    text = ref.readme_block("permuted_mnist", repo)
+    assert "normal seed0 3 tasks, finished, used2_new0 seed1 2 tasks." in text
+    assert "reference/permuted_mnist/progress/" in text
+    # once the run is finished and exported, the reference replaces the carried progress
+    write_pm_results(results)
+    ref.export("permuted_mnist", results, repo, results / "figures")
+    assert not (repo / "permuted_mnist/progress").exists()
+    assert "Reference run (long scale)" in ref.readme_block("permuted_mnist", repo)
