@@ -337,11 +337,6 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
     trainable = mask.trainable_parameters()
     optimizer = _adam(trainable, settings, lr=settings.lr)
     scheduler = _schedule(optimizer, settings)
-    # Adam moves an entry through its gradient, its moments or weight decay. The gradient of a frozen
-    # entry is zeroed from the first step, so its moments stay exactly 0 and its update is exactly
-    # -lr * 0 / eps = -0.0: without weight decay the copy-back changes nothing and is skipped (about 7%
-    # of the permuted-MNIST step). The end of training checks that the frozen entries did not move.
-    restore_frozen = any(group.get("weight_decay", 0) for group in optimizer.param_groups)
 
     def step(number: int):
         masked.logit_scale = settings.logit_scale(number)
