@@ -148,7 +148,16 @@ class History:
         self.rows.append(row)
 
 
-def _adam(params, settings: TrainSettings, **options):
+def _adam(params, settings: TrainSettings, fused: bool = False, **options):
+    """Adam with the settings' betas and eps. ``fused``: PyTorch's one-pass kernel (3-4x faster on the CPU
+    for the 2.6M weights and logits of the permuted-MNIST network; the same update up to float rounding,
+    1 ulp here and there), where this PyTorch and device have it (CPU since 2.4), else the default one."""
+    if fused:
+        params = list(params)
+        try:
+            return torch.optim.Adam(params, betas=settings.adam_betas, eps=settings.adam_eps, fused=True, **options)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # no fused kernel for this device or version
     return torch.optim.Adam(params, betas=settings.adam_betas, eps=settings.adam_eps, **options)
 
 
@@ -391,8 +400,9 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
                          kernels=settings.kernels, train_weights=True)
     weights = [p for p in model.parameters() if p.requires_grad]
     logits = mask.trainable_parameters()
+    # fused: Adam over every weight and logit is a fifth of this step with the default kernel
     optimizer = _adam([{"params": weights, "lr": settings.weight_lr or settings.lr},
-                       {"params": logits, "lr": settings.lr}], settings)
+                       {"params": logits, "lr": settings.lr}], settings, fused=True)
     scheduler = _schedule(optimizer, settings)
     # Adam moves an entry through its gradient, its moments or weight decay. The gradient of a frozen
     # entry is zeroed from the first step, so its moments stay exactly 0 and its update is exactly
