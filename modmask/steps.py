@@ -93,8 +93,8 @@ def mask_seed(seed: int, name: str) -> int:
     return seed * 1000 + sum(map(ord, name))
 
 
-# stage -> (the experiment's step, the output it writes)
-STAGES = {"network": ("train_network", "network"), "mask": ("train_mask", "mask"), "evaluate": ("evaluate", None)}
+# stage -> the experiment's protocol step that runs it
+STAGES = {"network": "train_network", "mask": "train_mask", "evaluate": "evaluate"}
 
 
 def run(snakemake_job, stage: str) -> None:
@@ -102,8 +102,7 @@ def run(snakemake_job, stage: str) -> None:
     step (``params.step`` if the rule names one, else the stage's protocol step), save what it returns."""
     job = Job.from_snakemake(snakemake_job)
     exp = experiments.get(job.experiment)
-    step_name, _ = STAGES[stage]
-    step_function = experiments.step_function(exp, job.params.get("step") or step_name)
+    step_function = experiments.step_function(exp, job.params.get("step") or STAGES[stage])
     name = job.params.get("mask")
     seed = job.seed
     if stage == "mask":
