@@ -19,11 +19,14 @@ def _table(results: Path, name: str, columns) -> pd.DataFrame:
     return read_table(results / f"{name}.parquet", columns, allow_empty=name in MAY_BE_EMPTY)
 
 
-def _ms(values: pd.Series, percent: bool = False, digits: int = 1) -> str:
+def _ms(values: pd.Series, percent: bool = False, digits: int = 1, of: str = "seed") -> str:
+    """"mean ± std" of ``values`` (one per ``of``); a single value has no spread and says so."""
     scale = 100.0 if percent else 1.0
     mean = values.mean() * scale
-    std = (values.std(ddof=1) if len(values) > 1 else 0.0) * scale
     unit = "%" if percent else ""
+    if len(values) == 1:
+        return f"{mean:.{digits}f}{unit} (one {of})"
+    std = values.std(ddof=1) * scale
     return f"{mean:.{digits}f}{unit} ± {std:.{digits}f}{unit}"
 
 
@@ -253,7 +256,7 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
     if len(stability):
         rows.append((f"CIFAR-10 mask stability ({stability['arch'].iloc[0]}): IoU of two masks trained with different "
                      f"seeds, {len(stability)} (network, class pair) cases", "93.26 ± 0.96%",
-                     _ms(stability["iou"], True, 2)))
+                     _ms(stability["iou"], True, 2, of="pair")))
     return rows
 
 

@@ -31,7 +31,8 @@ if CIFAR:
     rule cifar10_data:
         """The uint8 image cache the other CIFAR-10 jobs read (official batches, or the shared JPEG copy)."""
         input:
-            cifar_data_module.source_files(CIFAR_DATA, CIFAR_SOURCE),
+            # ancient: a fresh copy of the same data set must not rerun every network and mask
+            [ancient(path) for path in cifar_data_module.source_files(CIFAR_DATA, CIFAR_SOURCE)],
         output:
             CIFAR_CACHE,
         log:

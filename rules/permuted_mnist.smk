@@ -17,7 +17,8 @@ if PM:
     rule permuted_mnist_run:
         """All tasks of one (variant, seed): weights and masks train together, used weights freeze."""
         input:
-            [f"{MNIST_DIR}/{name}" for name in mnist_data.FILES.values()],
+            # ancient: a fresh copy of the same (checksummed) archives must not rerun every task
+            [ancient(f"{MNIST_DIR}/{name}") for name in mnist_data.FILES.values()],
         output:
             run=f"{RESULTS}/permuted_mnist/{{pm_variant}}/seed{{seed}}/run.pt",
         log:
