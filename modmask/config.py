@@ -38,10 +38,12 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_config(*paths) -> dict:
+    """The config files merged in order (as Snakemake merges ``--configfile``), checked."""
     config: dict = {}
     for path in paths:
         with open(path) as f:
             config = deep_merge(config, yaml.safe_load(f) or {})
+    drop_disabled_architectures(config)
     validate_config(config)
     return config
 
@@ -218,6 +220,27 @@ def _check_training_blocks(config: dict) -> None:
                      if samples_at > batch_at else
                      f"{batch_key}: {batch} is not divisible by mask_samples {samples} ({samples_key})")
             raise ConfigError(f"config key {first} in {use}; each mask sample takes an equal chunk of the batch")
+
+
+def drop_disabled_architectures(config: dict) -> list[str]:
+    """Remove every ``architectures.<name>: null`` entry, in place, and return the dropped keys.
+
+    Config files merge key by key, so a smaller scale cannot delete an architecture the paper's config
+    defines; setting it to ``null`` leaves it out (e.g. the smoke run's SCAN Transformer).
+    """
+    dropped = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in list(node.items()):
+                if key == "architectures" and isinstance(value, dict):
+                    for arch in [a for a, spec in value.items() if spec is None]:
+                        del value[arch]
+                        dropped.append(".".join((*path, key, arch)))
+                walk(value, (*path, str(key)))
+
+    walk(config, ())
+    return dropped
 
 
 def validate_config(config: dict, schema: dict | None = None) -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modmask.config import (SCHEMA_PATH, ConfigError, deep_merge, load_config, network_spec, seeds, stage_settings,
-                            validate_config)
+from modmask.config import (SCHEMA_PATH, ConfigError, deep_merge, drop_disabled_architectures, load_config,
+                            network_spec, seeds, stage_settings, validate_config)
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -68,6 +68,19 @@ def test_architecture_overrides_apply_per_stage():
     assert network_spec(config["experiments"]["addmul"], "lstm") == {"model": "lstm", "hidden": 256, "steps": 3}
 
 
+def test_an_architecture_set_to_null_in_a_later_file_is_left_out(tmp_path):
+    override = tmp_path / "drop.yaml"
+    override.write_text("scan:\n  architectures:\n    transformer: null\n")
+    config = load_config(CONFIG / "config.yaml", override)
+    assert set(config["scan"]["architectures"]) == {"lstm"}
+    # an architecture dropped but still named elsewhere stops the run, naming the key and the name
+    override.write_text("experiments:\n  addmul:\n    sweeps:\n      architectures:\n        huge: null\n")
+    config = deep_merge(yaml.safe_load((CONFIG / "config.yaml").read_text()), yaml.safe_load(override.read_text()))
+    assert drop_disabled_architectures(config) == ["experiments.addmul.sweeps.architectures.huge"]
+    with pytest.raises(ConfigError, match=r"size_architectures.3: 'huge' names no entry of"):
+        validate_config(config)
+
+
 def test_deep_merge_replaces_lists_and_merges_dicts():
     merged = deep_merge({"a": {"b": 1, "c": [1, 2]}, "d": 1}, {"a": {"c": [3]}})
     assert merged == {"a": {"b": 1, "c": [3]}, "d": 1}
@@ -109,7 +122,7 @@ BATCH_CASES = [
     (("experiments", "addmul", "sweeps", "mask", "batch_size"), 30),
     (("experiments", "double_add", "mask", "mask_samples"), 3),
     (("scan", "mask", "batch_size"), 30),
-    (("scan", "architectures", "transformer", "mask", "batch_size"), 30),
+    (("scan", "architectures", "lstm", "mask", "batch_size"), 30),
     (("scan", "architectures", "lstm", "mask", "mask_samples"), 5),
     (("cifar10", "mask", "batch_size"), 30),
     (("cifar10", "architectures", "resnet", "mask", "batch_size"), 30),
@@ -242,7 +255,7 @@ def test_variant_seeds_must_name_a_permuted_mnist_variant():
 
 def test_cifar10_removed_classes_are_checked_against_the_ten_classes():
     config = load_config(CONFIG / "config.yaml", CONFIG / "smoke.yaml")
-    assert config["cifar10"]["removed_classes"] == ["automobile", "cat", "dog", "truck"]
+    assert config["cifar10"]["removed_classes"] == ["cat", "dog"]
     validate_config(config)
     config["cifar10"]["removed_classes"] = ["cat", "kitten"]
     with pytest.raises(ConfigError, match=r"cifar10\.removed_classes"):

@@ -28,3 +28,20 @@ def test_table_jobs_modules_import_without_torch():
 def test_the_mask_api_imports_without_snakemake():
     assert _loaded_after(["modmask", "modmask.masks", "modmask.masked_model", "modmask.training"],
                          "snakemake") == {"snakemake": False}
+
+
+def test_a_job_freezes_its_objects_before_the_interpreter_exits_and_keeps_its_exit_status():
+    # the probe is registered first, so it runs after the job's own handler (atexit runs last-in first-out)
+    probe = ("import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 1000)); "
+             "from modmask import runtime; runtime.get_logger(); runtime.get_logger(); ")
+    result = subprocess.run([sys.executable, "-c", probe + "sys.exit(3)"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["frozen", "True"] and result.returncode == 3
+    # an exception still fails the job
+    result = subprocess.run([sys.executable, "-c", probe + "raise RuntimeError('boom')"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "RuntimeError: boom" in result.stderr
+    # without the logger (the control) nothing is frozen
+    result = subprocess.run([sys.executable, "-c", probe.split("from modmask")[0]], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["frozen", "False"]
