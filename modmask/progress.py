@@ -7,6 +7,9 @@ in earlier runs it estimates the time left. Run it beside a running workflow, fr
 with the same target and config files:
 
     python -m modmask.progress figures/all --configfile config/quick.yaml --cores 2
+
+After a run, ``--timing`` reports its job time, the time during which jobs ran, and its critical path (the
+longest chain of dependent jobs), hence the least wall time on more cores.
 """
 from __future__ import annotations
 
@@ -189,13 +192,111 @@ def report(state: Progress) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_job_io(text: str) -> list[tuple[str, list[str], list[str]]]:
+    """(rule, inputs, outputs) of every job a dry run lists."""
+    jobs = []
+    for rule, body in _JOB.findall(text):
+        fields = dict(line.strip().split(": ", 1) for line in body.splitlines() if ": " in line)
+        jobs.append((rule, [f for f in fields.get("input", "").split(", ") if f],
+                     [f for f in fields.get("output", "").split(", ") if f]))
+    return jobs
+
+
+def output_times(workdir: str | Path = ".") -> dict[str, tuple[float, float]]:
+    """Output -> (start, end) of the finished job that made it, from ``.snakemake/metadata``."""
+    times = {}
+    for path, output in _records(Path(workdir) / ".snakemake" / "metadata"):
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, OSError):
+            continue
+        start, end = record.get("starttime"), record.get("endtime")
+        if start and end and end >= start and not record.get("incomplete"):
+            times[output] = (start, end)
+    return times
+
+
+@dataclass
+class RunTiming:
+    jobs: int                       # jobs of the target, finished ones timed
+    untimed: int                    # jobs without a record (not run yet, or no output to record)
+    job_seconds: float              # the timed jobs' durations added up
+    active_seconds: float           # time during which at least one job ran (gaps between sessions left out)
+    critical_seconds: float         # the longest chain of dependent jobs, by their durations
+    critical_path: list[tuple[str, str, float]]  # that chain: (rule, first output, seconds), first job first
+
+    def wall_on(self, cores: int) -> float:
+        """A lower bound of the wall time on ``cores`` cores at one core per job: the critical path, or
+        the job time spread over the cores, whichever is longer."""
+        return max(self.critical_seconds, self.job_seconds / max(cores, 1))
+
+
+def run_timing(jobs: list[tuple[str, list[str], list[str]]], times: dict[str, tuple[float, float]]) -> RunTiming:
+    """Job time, active time and critical path of a run from its jobs (``parse_job_io`` of a dry run with
+    ``--forceall``) and the recorded times of their outputs (``output_times``)."""
+    producer = {output: index for index, (_, _, outputs) in enumerate(jobs) for output in outputs}
+    spans, untimed = [], 0
+    for _, _, outputs in jobs:
+        recorded = [times[o] for o in outputs if o in times]
+        if recorded:
+            spans.append((min(s for s, _ in recorded), max(e for _, e in recorded)))
+        else:
+            spans.append(None)
+            untimed += 1
+    longest: dict[int, tuple[float, int | None]] = {}  # job -> (longest chain ending with it, previous job)
+
+    def chain(index: int) -> float:
+        if index not in longest:
+            longest[index] = (0.0, None)  # a guard; the DAG has no cycles
+            before = [(chain(p), p) for p in {producer[i] for i in jobs[index][1] if i in producer} if p != index]
+            best, previous = max(before, default=(0.0, None))
+            span = spans[index]
+            longest[index] = (best + (span[1] - span[0] if span else 0.0), previous)
+        return longest[index][0]
+
+    end = max(range(len(jobs)), key=chain, default=None)
+    path = []
+    while end is not None:
+        rule, _, outputs = jobs[end]
+        span = spans[end]
+        path.append((rule, outputs[0] if outputs else "", span[1] - span[0] if span else 0.0))
+        end = longest[end][1]
+    timed = sorted(span for span in spans if span)
+    active, current = 0.0, None
+    for start, stop in timed:  # the union of the jobs' intervals
+        if current is None or start > current[1]:
+            active += current[1] - current[0] if current else 0.0
+            current = [start, stop]
+        else:
+            current[1] = max(current[1], stop)
+    active += current[1] - current[0] if current else 0.0
+    return RunTiming(len(jobs), untimed, sum(e - s for s, e in timed), active,
+                     longest[max(longest, key=lambda i: longest[i][0])][0] if longest else 0.0, path[::-1])
+
+
+def timing_report(timing: RunTiming, cores: tuple[int, ...] = (2, 16)) -> str:
+    lines = [f"{timing.jobs} jobs ({timing.untimed} without a recorded time), {_duration(timing.job_seconds)} of "
+             f"job time; jobs ran during {_duration(timing.active_seconds)} (gaps with no job running left out)",
+             f"critical path: {_duration(timing.critical_seconds)} over {len(timing.critical_path)} dependent jobs:"]
+    lines += [f"  {rule:28s} {_duration(seconds):>7s}  {output}" for rule, output, seconds in timing.critical_path]
+    for n in cores:
+        lines.append(f"on {n} cores (one per job): at least {_duration(timing.wall_on(n))}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modmask.progress", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="the run's --cores")
     parser.add_argument("--directory", default=".", help="the workflow's folder (default: here)")
+    parser.add_argument("--timing", action="store_true",
+                        help="after a run: its job time, critical path and the wall time it implies per core count")
     args, snakemake_args = parser.parse_known_args(argv)
     try:
-        print(report(progress(snakemake_args, args.cores, args.directory)), end="")
+        if args.timing:
+            jobs = parse_job_io(dry_run([*snakemake_args, "--forceall"], args.directory))
+            print(timing_report(run_timing(jobs, output_times(args.directory)), (args.cores, 16)), end="")
+        else:
+            print(report(progress(snakemake_args, args.cores, args.directory)), end="")
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

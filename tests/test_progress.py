@@ -94,3 +94,39 @@ def test_progress_of_a_real_snakemake_workflow(tmp_path):
     elapsed = state.running[0][2]
     assert state.seconds_left() == pytest.approx(max(typical["b"] - elapsed, 0.0), abs=0.05)
     assert pg.main(["--directory", str(tmp_path), "--cores", "1"]) == 0
+
+
+def test_run_timing_finds_the_longest_chain_and_the_time_jobs_ran():
+    # data -> (net -> mask_a, mask_b) -> table; a second chain: other. Hand-made times in seconds.
+    jobs = [("data", [], ["d.pt"]), ("net", ["d.pt"], ["n.pt", "n.json"]), ("mask", ["n.pt", "d.pt"], ["a.pt"]),
+            ("mask", ["n.pt"], ["b.pt"]), ("table", ["a.pt", "b.pt"], ["t.parquet"]), ("other", [], ["o.txt"]),
+            ("all", ["t.parquet", "o.txt"], [])]
+    times = {"d.pt": (0, 10), "n.pt": (10, 40), "n.json": (10, 41), "a.pt": (41, 50), "b.pt": (41, 61),
+             "t.parquet": (61, 62), "o.txt": (200, 205)}
+    timing = pg.run_timing(jobs, times)
+    assert timing.jobs == 7 and timing.untimed == 1  # "all" has no output to record
+    assert timing.job_seconds == pytest.approx(10 + 31 + 9 + 20 + 1 + 5)
+    assert timing.active_seconds == pytest.approx(62 + 5)  # the gap 62..200 had no job running
+    # data 10 + net 31 + mask b 20 + table 1 (mask a, 9 s, is the shorter branch)
+    assert timing.critical_seconds == pytest.approx(62)
+    assert [(r, o) for r, o, _ in timing.critical_path] == [("data", "d.pt"), ("net", "n.pt"), ("mask", "b.pt"),
+                                                            ("table", "t.parquet")]
+    assert timing.wall_on(1) == pytest.approx(76) and timing.wall_on(16) == pytest.approx(62)
+    text = pg.timing_report(timing, (1, 16))
+    assert "critical path: 62 s over 4 dependent jobs" in text and "on 16 cores (one per job): at least 62 s" in text
+
+
+def test_run_timing_reads_a_real_run(tmp_path):
+    (tmp_path / "Snakefile").write_text(
+        'rule all:\n    input: "b.txt", "c.txt"\n\n'
+        'rule a:\n    output: "a.txt"\n    shell: "sleep 1; echo a > {output}"\n\n'
+        'rule b:\n    input: "a.txt"\n    output: "b.txt"\n    shell: "sleep 2; cat {input} > {output}"\n\n'
+        'rule c:\n    output: "c.txt"\n    shell: "echo c > {output}"\n')
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    timing = pg.run_timing(pg.parse_job_io(pg.dry_run(["--forceall"], tmp_path)), pg.output_times(tmp_path))
+    assert timing.jobs == 4 and timing.untimed == 1
+    assert [rule for rule, _, _ in timing.critical_path] == ["a", "b"]  # "all" adds nothing
+    assert 3.0 <= timing.critical_seconds < 6.0 and timing.job_seconds >= timing.critical_seconds
+    assert pg.main(["--directory", str(tmp_path), "--cores", "1", "--timing"]) == 0
