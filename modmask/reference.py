@@ -76,12 +76,70 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores{memory}"
 
 
+def _workflow_folder(results: Path) -> Path | None:
+    """The folder of the Snakemake run that wrote ``results`` (the nearest one above it with ``.snakemake``)."""
+    for folder in [results.resolve(), *results.resolve().parents]:
+        if (folder / ".snakemake" / "metadata").is_dir():
+            return folder
+    return None
+
+
+def measured_timing(experiment: str, results: str | Path, figures: str | Path = "figures") -> dict | None:
+    """How long the experiment's jobs took, from the Snakemake records of the run that wrote ``results``:
+    jobs, job-hours (their durations added up) and active hours (time during which at least one of them
+    ran, so gaps between sessions do not count). ``None`` where no record is found."""
+    from .progress import _records
+
+    results = Path(results)
+    workdir = _workflow_folder(results)
+    if workdir is None:
+        return None
+    _, table_dirs, figure_dirs = EXPERIMENTS[experiment]
+    relative = results.resolve().relative_to(workdir).as_posix()
+    try:
+        figures_relative = Path(figures).resolve().relative_to(workdir).as_posix()
+    except ValueError:
+        figures_relative = str(figures)
+    prefixes = ([f"{relative}/{experiment}/", f"{relative}/data/{experiment}/"]
+                + [f"{relative}/{folder}/" for folder in table_dirs]
+                + [f"{figures_relative}/{folder}" for folder in figure_dirs])
+    jobs: dict[tuple[str, float], tuple[float, float]] = {}  # (rule, start) -> (start, end), one per job
+    for path, output in _records(workdir / ".snakemake" / "metadata"):
+        if not output.startswith(tuple(prefixes)):
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, OSError):
+            continue
+        start, end = record.get("starttime"), record.get("endtime")
+        if start and end and end >= start and not record.get("incomplete"):
+            key = (record.get("rule", ""), round(start, 1))
+            jobs[key] = (min(start, jobs.get(key, (start, end))[0]), max(end, jobs.get(key, (start, end))[1]))
+    if not jobs:
+        return None
+    spans = sorted(jobs.values())
+    active, current = 0.0, list(spans[0])
+    for start, end in spans[1:]:
+        if start > current[1]:
+            active, current = active + current[1] - current[0], [start, end]
+        else:
+            current[1] = max(current[1], end)
+    active += current[1] - current[0]
+    stamp = lambda t: _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: E731
+    return {"jobs": len(jobs), "job_hours": round(sum(e - s for s, e in spans) / 3600, 3),
+            "active_hours": round(active / 3600, 3), "first_start": stamp(spans[0][0]),
+            "last_end": stamp(max(e for _, e in spans))}
+
+
 def export(experiment: str, results: str | Path, reference: str | Path, figures: str | Path = "figures",
-           wall_time: str = "", command: str = "", date: str | None = None) -> dict:
+           wall_time: str = "", command: str = "", date: str | None = None, timing: bool = True) -> dict:
     """Copy one experiment's tables and figure PNGs from a finished run into ``reference/<experiment>/``.
 
     Every table must carry the provenance columns; the manifest records where and how the run was made.
-    The old reference of the experiment is replaced as a whole, never mixed with the new one.
+    The old reference of the experiment is replaced as a whole, never mixed with the new one. With
+    ``timing``, the manifest also records how long the jobs took, read from the run's Snakemake records
+    (:func:`measured_timing`); turn it off where those records no longer tell (``snakemake --touch``
+    rewrites them).
     """
     _experiment(experiment)
     results, reference = Path(results), Path(reference)
@@ -123,6 +181,7 @@ def export(experiment: str, results: str | Path, reference: str | Path, figures:
         "date": date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
         "machine": machine(),
         "wall_time": wall_time,
+        "timing": measured_timing(experiment, results, figures) if timing else None,
         "command": command,
         "tables": rows,
         "figures": [str(p.relative_to(figures)) for p in pngs],
@@ -181,6 +240,9 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
                 f"finished tasks per run: " + ", ".join(f"{run} {tasks}" for run, tasks in carried.items()) + ".\n")
     lines = [f"Reference run ({', '.join(manifest['scale'])} scale), {manifest['date']}, {manifest['machine']}"
              + (f", wall time {manifest['wall_time']}" if manifest.get("wall_time") else "")
+             + (f"; measured from its Snakemake records: {t['jobs']} jobs, {t['job_hours']:.2f} job-hours, jobs "
+                f"running during {t['active_hours']:.2f} h between {t['first_start']} and {t['last_end']}"
+                if (t := manifest.get("timing")) else "")
              + f"; code version {', '.join(manifest['code_version'])}."]
     if manifest.get("command"):
         lines[0] += f" Made by `{manifest['command']}`."
@@ -271,6 +333,8 @@ def main(argv=None) -> int:
     ex.add_argument("--reference", default=str(REPOSITORY / "reference"))
     ex.add_argument("--wall-time", default="", help='how long the run took, e.g. "5.1 h" (measured)')
     ex.add_argument("--command", default="", help="the command that made the run")
+    ex.add_argument("--no-measured-timing", action="store_true",
+                    help="do not read the jobs' times from .snakemake/metadata (e.g. after snakemake --touch)")
     rd = sub.add_parser("readme", help="rewrite the README's generated blocks from reference/")
     rd.add_argument("--readme", default=str(REPOSITORY / "README.md"))
     rd.add_argument("--reference", default="reference", help="relative to the README's folder")
@@ -284,7 +348,7 @@ def main(argv=None) -> int:
     try:
         if args.command_name == "export":
             manifest = export(args.experiment, args.results, args.reference, args.figures, args.wall_time,
-                              args.command)
+                              args.command, timing=not args.no_measured_timing)
             print(f"reference/{args.experiment}: {len(manifest['tables'])} tables, {len(manifest['figures'])} "
                   f"figures; now run: python -m modmask.reference readme")
         elif args.command_name == "readme":

@@ -1,6 +1,7 @@
 """Reference results: export into reference/, README blocks generated from them, comparison with a run."""
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -142,3 +143,31 @@ def test_compare_flags_findings_beyond_the_seed_spread(tmp_path, capsys):
     assert df.loc[df["finding"].str.contains("normal init.*accuracy", regex=True), "verdict"].tolist() == ["differs"]
     assert ref.main(["compare", str(other), "--reference", str(reference), "--out", str(tmp_path / "c.md")]) == 0
     assert "**differs**" in capsys.readouterr().out and "**differs**" in (tmp_path / "c.md").read_text()
+
+
+def _record(workdir: Path, output: str, rule: str, start: float, end: float) -> None:
+    name = base64.urlsafe_b64encode(output.encode()).decode()
+    path = workdir / ".snakemake" / "metadata" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rule": rule, "starttime": start, "endtime": end, "incomplete": False}))
+
+
+def test_export_records_the_jobs_times_from_the_runs_snakemake_records(tmp_path):
+    results = write_pm_results(tmp_path / "results" / "long")
+    t0 = 1_796_000_000.0  # 2026-11-30 00:53:20 UTC
+    # two runs of 100 s and 300 s side by side, then (another session) the tables job; a two-output job
+    # counts once; a job of another experiment does not count
+    _record(tmp_path, "results/long/permuted_mnist/normal/seed0/run.pt", "permuted_mnist_run", t0, t0 + 100)
+    _record(tmp_path, "results/long/permuted_mnist/normal/seed1/run.pt", "permuted_mnist_run", t0 + 50, t0 + 300)
+    for table in ("sharing", "layers"):
+        _record(tmp_path, f"results/long/permuted_mnist/{table}.parquet", "permuted_mnist_tables", t0 + 3600,
+                t0 + 3600 + 36 + (table == "layers"))
+    _record(tmp_path, "results/long/addmul/fnn/seed0/network.pt", "pretrain", t0, t0 + 9999)
+    manifest = ref.export("permuted_mnist", results, tmp_path / "reference", results / "figures")
+    assert manifest["timing"] == {"jobs": 3, "job_hours": round((100 + 250 + 37) / 3600, 3),
+                                  "active_hours": round((300 + 37) / 3600, 3),
+                                  "first_start": "2026-11-30 00:53 UTC", "last_end": "2026-11-30 01:53 UTC"}
+    assert "measured from its Snakemake records: 3 jobs, 0.11 job-hours, jobs running during 0.09 h" in \
+        ref.readme_block("permuted_mnist", tmp_path / "reference")
+    manifest = ref.export("permuted_mnist", results, tmp_path / "reference", results / "figures", timing=False)
+    assert manifest["timing"] is None
