@@ -8,6 +8,7 @@ need, waits in ``progress/`` (:mod:`modmask.carry`) until the finished run is ex
 
     python -m modmask.reference export permuted_mnist --results results/long --wall-time "5.1 h" \\
         --command "snakemake results/long/permuted_mnist/sharing.parquet --cores 2 --configfile config/long.yaml"
+    python -m modmask.reference export all --results results/quick --command "snakemake figures/all ..."
     python -m modmask.reference readme            # rewrite the README's generated blocks
     python -m modmask.reference readme --check    # exit 1 when README and reference/ disagree
     python -m modmask.reference compare results/quick   # your run beside the reference
@@ -327,7 +328,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modmask.reference", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command_name", required=True)
     ex = sub.add_parser("export", help="copy an experiment's tables and figures into reference/")
-    ex.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    ex.add_argument("experiment", choices=[*sorted(EXPERIMENTS), "all"],
+                    help="an experiment, or all: every experiment with tables under --results")
     ex.add_argument("--results", required=True, help="the run's results folder, e.g. results/long")
     ex.add_argument("--figures", default="figures", help="the run's figures folder (default: figures)")
     ex.add_argument("--reference", default=str(REPOSITORY / "reference"))
@@ -347,10 +349,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command_name == "export":
-            manifest = export(args.experiment, args.results, args.reference, args.figures, args.wall_time,
-                              args.command, timing=not args.no_measured_timing)
-            print(f"reference/{args.experiment}: {len(manifest['tables'])} tables, {len(manifest['figures'])} "
-                  f"figures; now run: python -m modmask.reference readme")
+            names = [args.experiment] if args.experiment != "all" else [
+                name for name in EXPERIMENTS if any((Path(args.results) / name).glob("*.parquet"))]
+            if not names:
+                raise ReferenceError(f"no experiment's tables under {args.results}: run the workflow first")
+            for name in names:
+                manifest = export(name, args.results, args.reference, args.figures, args.wall_time, args.command,
+                                  timing=not args.no_measured_timing)
+                print(f"reference/{name}: {len(manifest['tables'])} tables, {len(manifest['figures'])} figures")
+            print("now run: python -m modmask.reference readme")
         elif args.command_name == "readme":
             readme = Path(args.readme)
             text = readme.read_text()

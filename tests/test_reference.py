@@ -171,3 +171,14 @@ def test_export_records_the_jobs_times_from_the_runs_snakemake_records(tmp_path)
         ref.readme_block("permuted_mnist", tmp_path / "reference")
     manifest = ref.export("permuted_mnist", results, tmp_path / "reference", results / "figures", timing=False)
     assert manifest["timing"] is None
+
+
+def test_export_all_exports_every_experiment_with_tables(tmp_path, capsys):
+    results = write_pm_results(tmp_path / "results")
+    assert ref.main(["export", "all", "--results", str(results), "--figures", str(results / "figures"),
+                     "--reference", str(tmp_path / "reference")]) == 0
+    assert sorted(p.name for p in (tmp_path / "reference").iterdir()) == ["permuted_mnist"]
+    assert "reference/permuted_mnist: 3 tables, 1 figures" in capsys.readouterr().out
+    assert ref.main(["export", "all", "--results", str(tmp_path / "nothing"), "--reference",
+                     str(tmp_path / "reference")]) == 2
+    assert "no experiment's tables under" in capsys.readouterr().err
