@@ -68,24 +68,42 @@ def _records(folder: Path):
             continue
 
 
-def job_history(workdir: str | Path = ".") -> tuple[dict[str, float], dict[str, str]]:
-    """From ``.snakemake/metadata``: the median seconds per rule, and the rule that made each output."""
-    folder = Path(workdir) / ".snakemake" / "metadata"
-    durations: dict[str, list[float]] = {}
-    rule_of: dict[str, str] = {}
-    for path, output in _records(folder):
+def job_records(workdir: str | Path = "."):
+    """(output, rule, start, end) of every output in ``.snakemake/metadata``; start and end are ``None``
+    unless the job that made it finished."""
+    for path, output in _records(Path(workdir) / ".snakemake" / "metadata"):
         try:
             record = json.loads(path.read_text())
         except (ValueError, OSError):
             continue
-        rule = record.get("rule")
+        start, end = record.get("starttime"), record.get("endtime")
+        finished = start and end and end >= start and not record.get("incomplete")
+        yield output, record.get("rule"), start if finished else None, end if finished else None
+
+
+def job_history(workdir: str | Path = ".") -> tuple[dict[str, float], dict[str, str]]:
+    """From ``.snakemake/metadata``: the median seconds per rule, and the rule that made each output."""
+    durations: dict[str, list[float]] = {}
+    rule_of: dict[str, str] = {}
+    for output, rule, start, end in job_records(workdir):
         if not rule:
             continue
         rule_of[output] = rule
-        start, end = record.get("starttime"), record.get("endtime")
-        if start and end and end >= start and not record.get("incomplete"):
+        if start is not None:
             durations.setdefault(rule, []).append(end - start)
     return {rule: statistics.median(values) for rule, values in durations.items()}, rule_of
+
+
+def covered_seconds(spans) -> float:
+    """How long at least one of the ``(start, end)`` intervals lasts: their union's length."""
+    total, current = 0.0, None
+    for start, end in sorted(spans):
+        if current is None or start > current[1]:
+            total += current[1] - current[0] if current else 0.0
+            current = [start, end]
+        else:
+            current[1] = max(current[1], end)
+    return total + (current[1] - current[0] if current else 0.0)
 
 
 def running_jobs(workdir: str | Path = ".", rule_of: dict[str, str] | None = None, now: float | None = None):
@@ -204,16 +222,7 @@ def parse_job_io(text: str) -> list[tuple[str, list[str], list[str]]]:
 
 def output_times(workdir: str | Path = ".") -> dict[str, tuple[float, float]]:
     """Output -> (start, end) of the finished job that made it, from ``.snakemake/metadata``."""
-    times = {}
-    for path, output in _records(Path(workdir) / ".snakemake" / "metadata"):
-        try:
-            record = json.loads(path.read_text())
-        except (ValueError, OSError):
-            continue
-        start, end = record.get("starttime"), record.get("endtime")
-        if start and end and end >= start and not record.get("incomplete"):
-            times[output] = (start, end)
-    return times
+    return {output: (start, end) for output, _, start, end in job_records(workdir) if start is not None}
 
 
 @dataclass
@@ -261,16 +270,8 @@ def run_timing(jobs: list[tuple[str, list[str], list[str]]], times: dict[str, tu
         span = spans[end]
         path.append((rule, outputs[0] if outputs else "", span[1] - span[0] if span else 0.0))
         end = longest[end][1]
-    timed = sorted(span for span in spans if span)
-    active, current = 0.0, None
-    for start, stop in timed:  # the union of the jobs' intervals
-        if current is None or start > current[1]:
-            active += current[1] - current[0] if current else 0.0
-            current = [start, stop]
-        else:
-            current[1] = max(current[1], stop)
-    active += current[1] - current[0] if current else 0.0
-    return RunTiming(len(jobs), untimed, sum(e - s for s, e in timed), active,
+    timed = [span for span in spans if span]
+    return RunTiming(len(jobs), untimed, sum(e - s for s, e in timed), covered_seconds(timed),
                      longest[max(longest, key=lambda i: longest[i][0])][0] if longest else 0.0, path[::-1])
 
 

@@ -89,7 +89,7 @@ def measured_timing(experiment: str, results: str | Path, figures: str | Path = 
     """How long the experiment's jobs took, from the Snakemake records of the run that wrote ``results``:
     jobs, job-hours (their durations added up) and active hours (time during which at least one of them
     ran, so gaps between sessions do not count). ``None`` where no record is found."""
-    from .progress import _records
+    from .progress import covered_seconds, job_records
 
     results = Path(results)
     workdir = _workflow_folder(results)
@@ -104,28 +104,16 @@ def measured_timing(experiment: str, results: str | Path, figures: str | Path = 
     prefixes = ([f"{relative}/{experiment}/", f"{relative}/data/{experiment}/"]
                 + [f"{relative}/{folder}/" for folder in table_dirs]
                 + [f"{figures_relative}/{folder}" for folder in figure_dirs])
-    jobs: dict[tuple[str, float], tuple[float, float]] = {}  # (rule, start) -> (start, end), one per job
-    for path, output in _records(workdir / ".snakemake" / "metadata"):
-        if not output.startswith(tuple(prefixes)):
-            continue
-        try:
-            record = json.loads(path.read_text())
-        except (ValueError, OSError):
-            continue
-        start, end = record.get("starttime"), record.get("endtime")
-        if start and end and end >= start and not record.get("incomplete"):
-            key = (record.get("rule", ""), round(start, 1))
-            jobs[key] = (min(start, jobs.get(key, (start, end))[0]), max(end, jobs.get(key, (start, end))[1]))
+    jobs: dict[tuple[str, float], tuple[float, float]] = {}  # (rule, start) -> (start, end): a job's outputs once
+    for output, rule, start, end in job_records(workdir):
+        if start is not None and output.startswith(tuple(prefixes)):
+            key = (rule or "", round(start, 1))
+            earlier = jobs.get(key, (start, end))
+            jobs[key] = (min(start, earlier[0]), max(end, earlier[1]))
     if not jobs:
         return None
     spans = sorted(jobs.values())
-    active, current = 0.0, list(spans[0])
-    for start, end in spans[1:]:
-        if start > current[1]:
-            active, current = active + current[1] - current[0], [start, end]
-        else:
-            current[1] = max(current[1], end)
-    active += current[1] - current[0]
+    active = covered_seconds(spans)
     stamp = lambda t: _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: E731
     return {"jobs": len(jobs), "job_hours": round(sum(e - s for s, e in spans) / 3600, 3),
             "active_hours": round(active / 3600, 3), "first_start": stamp(spans[0][0]),
