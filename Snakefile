@@ -3,7 +3,7 @@
 #   snakemake figures/all --cores 2 --configfile config/quick.yaml             (quick, CPU)
 #   snakemake figures/all --cores 2 --configfile config/smoke.yaml             (smoke, tests)
 # Targets go first: --resources and --configfile take several values.
-from modmask.config import drop_disabled_architectures, validate_config
+from modmask.config import drop_disabled_entries, validate_config
 
 
 configfile: "config/config.yaml"
@@ -12,7 +12,7 @@ configfile: "config/config.yaml"
 report: "report/workflow.rst"
 
 
-drop_disabled_architectures(config)
+drop_disabled_entries(config)
 validate_config(config)
 
 RESULTS = config["results"]

@@ -43,7 +43,7 @@ def load_config(*paths) -> dict:
     for path in paths:
         with open(path) as f:
             config = deep_merge(config, yaml.safe_load(f) or {})
-    drop_disabled_architectures(config)
+    drop_disabled_entries(config)
     validate_config(config)
     return config
 
@@ -222,21 +222,27 @@ def _check_training_blocks(config: dict) -> None:
             raise ConfigError(f"config key {first} in {use}; each mask sample takes an equal chunk of the batch")
 
 
-def drop_disabled_architectures(config: dict) -> list[str]:
-    """Remove every ``architectures.<name>: null`` entry, in place, and return the dropped keys.
+# Mappings of named entries (an architecture, a permuted-MNIST mask init and its seed count) from which a
+# later config file may remove an entry by setting it to null.
+DROPPABLE_ENTRIES = ("architectures", "variants", "variant_seeds")
 
-    Config files merge key by key, so a smaller scale cannot delete an architecture the paper's config
-    defines; setting it to ``null`` leaves it out (e.g. the smoke run's SCAN Transformer).
+
+def drop_disabled_entries(config: dict) -> list[str]:
+    """Remove, in place, every ``<mapping>.<name>: null`` of the mappings in :data:`DROPPABLE_ENTRIES`
+    (``architectures``, ``variants``, ``variant_seeds``), and return the dropped keys.
+
+    Config files merge key by key, so a smaller scale cannot delete an entry the paper's config defines;
+    setting it to ``null`` leaves it out (e.g. the smoke run's SCAN Transformer).
     """
     dropped = []
 
     def walk(node, path):
         if isinstance(node, dict):
             for key, value in list(node.items()):
-                if key == "architectures" and isinstance(value, dict):
-                    for arch in [a for a, spec in value.items() if spec is None]:
-                        del value[arch]
-                        dropped.append(".".join((*path, key, arch)))
+                if key in DROPPABLE_ENTRIES and isinstance(value, dict):
+                    for name in [n for n, entry in value.items() if entry is None]:
+                        del value[name]
+                        dropped.append(".".join((*path, key, name)))
                 walk(value, (*path, str(key)))
 
     walk(config, ())

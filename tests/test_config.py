@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modmask.config import (SCHEMA_PATH, ConfigError, deep_merge, drop_disabled_architectures, load_config,
+from modmask.config import (SCHEMA_PATH, ConfigError, deep_merge, drop_disabled_entries, load_config,
                             network_spec, seeds, stage_settings, validate_config)
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -76,9 +76,22 @@ def test_an_architecture_set_to_null_in_a_later_file_is_left_out(tmp_path):
     # an architecture dropped but still named elsewhere stops the run, naming the key and the name
     override.write_text("experiments:\n  addmul:\n    sweeps:\n      architectures:\n        huge: null\n")
     config = deep_merge(yaml.safe_load((CONFIG / "config.yaml").read_text()), yaml.safe_load(override.read_text()))
-    assert drop_disabled_architectures(config) == ["experiments.addmul.sweeps.architectures.huge"]
+    assert drop_disabled_entries(config) == ["experiments.addmul.sweeps.architectures.huge"]
     with pytest.raises(ConfigError, match=r"size_architectures.3: 'huge' names no entry of"):
         validate_config(config)
+
+
+def test_long30k_is_the_long_scale_at_30k_steps_for_the_normal_init_only():
+    from modmask.config import variant_seeds
+
+    long = load_config(CONFIG / "config.yaml", CONFIG / "long.yaml")
+    long30k = load_config(CONFIG / "config.yaml", CONFIG / "long.yaml", CONFIG / "long30k.yaml")
+    pm = long30k["permuted_mnist"]
+    assert pm["train"]["steps"] == 30_000 and long30k["results"] == "results/long30k" != long["results"]
+    assert list(pm["variants"]) == ["normal"] and variant_seeds(pm, "normal") == [0, 1]
+    # everything else as in the 10k run
+    assert {**pm["train"], "steps": 10_000} == long["permuted_mnist"]["train"]
+    assert pm["data"] == long["permuted_mnist"]["data"] and long30k["checkpoint_every"] == 1000
 
 
 def test_deep_merge_replaces_lists_and_merges_dicts():
