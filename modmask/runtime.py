@@ -72,7 +72,7 @@ def get_logger(name: str = "modmask", log_file: str | os.PathLike | None = None)
 
     Every job script calls this first; it also makes the job's interpreter skip its final collection.
     """
-    atexit.unregister(_freeze_before_exit)  # registered once, and last, so it runs first at exit
+    atexit.unregister(_freeze_before_exit)  # registered once however often the logger is asked for
     atexit.register(_freeze_before_exit)
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
