@@ -246,6 +246,41 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
     return "\n".join(lines) + "\n"
 
 
+# The paper's main figures, shown together at the top of the README's results: (label, experiment, the
+# figure's path under reference/<experiment>/figures/, what it shows).
+MAIN_FIGURES = [
+    ("Fig. 1", "addmul", "addmul/fig01_sharing_per_layer.png", "weights shared by the addition and "
+     "multiplication masks, per layer"),
+    ("Fig. 2", "double_add", "double_add/fig02_accuracy_masks_inverted.png", "double addition: accuracy with "
+     "each pair's mask inverted"),
+    ("Fig. 3", "permuted_mnist", "permuted_mnist/fig03_sharing_normal_init.png", "permuted MNIST: sharing with "
+     "earlier tasks as layers fill up"),
+    ("Fig. 4a", "scan", "scan/fig04_a_split_masks.png", "SCAN: masks trained on each split, scored on every "
+     "split"),
+    ("Fig. 5", "mathematics", "mathematics/fig05_mathematics.png", "Mathematics Dataset: accuracy per level "
+     "with the control and the easy-level masks"),
+    ("Fig. 6a", "cifar10", "cifar10/fig06_a_removed_class_drop.png", "CIFAR-10: accuracy drop of the class "
+     "whose exclusive weights are removed"),
+]
+GALLERY = "gallery"
+
+
+def gallery_block(reference: str | Path = "reference", link_prefix: str = "reference") -> str:
+    """The README's block of the paper's main figures from ``reference/``; those not kept yet are named."""
+    reference = Path(reference)
+    lines, missing = [], []
+    for label, experiment, figure, what in MAIN_FIGURES:
+        if (reference / experiment / "figures" / figure).exists():
+            lines.append(f"**{label}**: {what} (`reference/{experiment}`).\n\n"
+                         f"![{label}]({link_prefix}/{experiment}/figures/{figure})\n")
+        else:
+            missing.append(f"{label} ({experiment})")
+    if missing:
+        lines.append(f"Not kept in `reference/` yet: {', '.join(missing)}; their sections below give the numbers "
+                     f"of earlier runs.\n")
+    return "\n".join(lines)
+
+
 def _block_pattern(experiment: str) -> re.Pattern:
     return re.compile(rf"(<!-- reference:{re.escape(experiment)} -->\n)(.*?)(<!-- /reference:{re.escape(experiment)} -->)",
                       re.DOTALL)
@@ -253,10 +288,10 @@ def _block_pattern(experiment: str) -> re.Pattern:
 
 def render_readme(text: str, reference: str | Path = "reference") -> str:
     """``text`` with every generated block rewritten from ``reference``."""
-    for experiment in EXPERIMENTS:
+    for experiment in [*EXPERIMENTS, GALLERY]:
         pattern = _block_pattern(experiment)
         if pattern.search(text):
-            block = readme_block(experiment, reference)
+            block = gallery_block(reference) if experiment == GALLERY else readme_block(experiment, reference)
             text = pattern.sub(lambda m: m.group(1) + block + m.group(3), text)
     return text
 

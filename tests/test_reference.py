@@ -182,3 +182,27 @@ def test_export_all_exports_every_experiment_with_tables(tmp_path, capsys):
     assert ref.main(["export", "all", "--results", str(tmp_path / "nothing"), "--reference",
                      str(tmp_path / "reference")]) == 2
     assert "no experiment's tables under" in capsys.readouterr().err
+
+
+def test_the_gallery_shows_the_main_figures_kept_and_names_the_others(tmp_path):
+    write_pm_results(tmp_path / "results", png=False)
+    figure = tmp_path / "results" / "figures" / "permuted_mnist" / "fig03_sharing_normal_init.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"\x89PNG not really")
+    ref.export("permuted_mnist", tmp_path / "results", tmp_path / "reference", tmp_path / "results" / "figures")
+    block = ref.gallery_block(tmp_path / "reference")
+    assert "![Fig. 3](reference/permuted_mnist/figures/permuted_mnist/fig03_sharing_normal_init.png)" in block
+    assert "Not kept in `reference/` yet: Fig. 1 (addmul), Fig. 2 (double_add), Fig. 4a (scan), Fig. 5 " \
+           "(mathematics), Fig. 6a (cifar10)" in block
+    text = "intro\n<!-- reference:gallery -->\nold\n<!-- /reference:gallery -->\nrest\n"
+    assert ref.render_readme(text, tmp_path / "reference") == \
+        f"intro\n<!-- reference:gallery -->\n{block}<!-- /reference:gallery -->\nrest\n"
+
+
+def test_the_gallery_names_figures_the_workflow_draws():
+    from test_workflow import FIGURES
+
+    drawn = {f"{folder}/{stem}.png" for folder, stems in FIGURES.items() for stem in stems}
+    for label, experiment, figure, _ in ref.MAIN_FIGURES:
+        assert figure in drawn, (label, figure)
+        assert figure.split("/")[0] in ref.EXPERIMENTS[experiment][2], (label, experiment)
