@@ -69,14 +69,19 @@ def test_long_output_names_split_into_folders_are_read_back(tmp_path):
     assert name == output and rule == "mask" and 29 <= elapsed < 60
 
 
+def _run_workflow(folder) -> None:
+    """Snakemake on the Snakefile written into ``folder``, one core; it must succeed."""
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=folder,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
 def test_progress_of_a_real_snakemake_workflow(tmp_path):
     (tmp_path / "Snakefile").write_text(
         'rule all:\n    input: "b.txt"\n\n'
         'rule a:\n    output: "a.txt"\n    shell: "sleep 1; echo a > {output}"\n\n'
         'rule b:\n    input: "a.txt"\n    output: "b.txt"\n    log: "b.log"\n    shell: "sleep 4; cat {input} > {output}"\n')
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    _run_workflow(tmp_path)
     typical, rule_of = pg.job_history(tmp_path)
     assert rule_of == {"a.txt": "a", "b.txt": "b"}
     assert 1.0 <= typical["a"] < 3.0 and 4.0 <= typical["b"] < 6.0
@@ -122,9 +127,7 @@ def test_run_timing_reads_a_real_run(tmp_path):
         'rule a:\n    output: "a.txt"\n    shell: "sleep 1; echo a > {output}"\n\n'
         'rule b:\n    input: "a.txt"\n    output: "b.txt"\n    shell: "sleep 2; cat {input} > {output}"\n\n'
         'rule c:\n    output: "c.txt"\n    shell: "echo c > {output}"\n')
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    _run_workflow(tmp_path)
     timing = pg.run_timing(pg.parse_job_io(pg.dry_run(["--forceall"], tmp_path)), pg.output_times(tmp_path))
     assert timing.jobs == 4 and timing.untimed == 1
     assert [rule for rule, _, _ in timing.critical_path] == ["a", "b"]  # "all" adds nothing
