@@ -34,6 +34,7 @@ class Progress:
     cores: int
     unknown: list[str] = field(default_factory=list)  # rules without earlier jobs
     last_log: dict[str, str] = field(default_factory=dict)  # running output -> last line of its log
+    interrupted: list[tuple[str, str | None, float]] = field(default_factory=list)  # left by a run that died
 
     def seconds_left(self) -> float:
         """Job-seconds still to do (the running jobs' elapsed time subtracted) over the cores."""
@@ -106,15 +107,34 @@ def covered_seconds(spans) -> float:
     return total + (current[1] - current[0] if current else 0.0)
 
 
-def running_jobs(workdir: str | Path = ".", rule_of: dict[str, str] | None = None, now: float | None = None):
-    """Outputs of the jobs in progress (Snakemake's ``incomplete`` markers), their rule if an earlier run
-    recorded it, and how long ago each started (the marker's age)."""
+def run_started(workdir: str | Path = ".") -> float | None:
+    """When the Snakemake run now working in ``workdir`` started (its lock files' time), or None when none
+    holds the folder."""
+    times = [path.stat().st_mtime for path in (Path(workdir) / ".snakemake" / "locks").glob("*.lock")]
+    return min(times) if times else None
+
+
+def _in_progress_markers(workdir, rule_of, now):
     folder = Path(workdir) / ".snakemake" / "incomplete"
     now = time.time() if now is None else now
-    jobs = []
+    started = run_started(workdir)
     for path, output in _records(folder):
-        jobs.append((output, (rule_of or {}).get(output), now - path.stat().st_mtime))
-    return jobs
+        mtime = path.stat().st_mtime
+        # a marker older than the live run's locks was left by a run that died: its job runs no more
+        live = started is not None and mtime >= started - 1.0
+        yield live, (output, (rule_of or {}).get(output), now - mtime)
+
+
+def running_jobs(workdir: str | Path = ".", rule_of: dict[str, str] | None = None, now: float | None = None):
+    """Outputs of the jobs in progress (Snakemake's ``incomplete`` markers written since the live run
+    started), their rule if an earlier run recorded it, and how long ago each started (the marker's age)."""
+    return [job for live, job in _in_progress_markers(workdir, rule_of, now) if live]
+
+
+def interrupted_jobs(workdir: str | Path = ".", rule_of: dict[str, str] | None = None, now: float | None = None):
+    """Jobs a run that died left unfinished (markers older than the live run, or any marker when no run
+    holds the folder): the next run starts them again, from their checkpoint where they write one."""
+    return [job for live, job in _in_progress_markers(workdir, rule_of, now) if not live]
 
 
 _JOB_STATS = re.compile(r"^Job stats:\n.*?\n-+\s+-+\n(.*?)^total\s+(\d+)", re.MULTILINE | re.DOTALL)
@@ -175,10 +195,12 @@ def progress(snakemake_args: list[str], cores: int, workdir: str | Path = ".") -
     rule_of.update({output: rule for output, (rule, _) in jobs.items()})
     to_do = parse_job_stats(text)
     running = running_jobs(workdir, rule_of)
+    interrupted = interrupted_jobs(workdir, rule_of)
     logs = {output: Path(workdir) / log for output, (_, log) in jobs.items() if log}
     unknown = sorted(rule for rule in to_do if rule not in typical and rule != "all")
     return Progress(to_do, typical, running, cores, unknown,
-                    {output: line for output, *_ in running if (line := last_line(logs.get(output, Path("/-"))))})
+                    {output: line for output, *_ in running if (line := last_line(logs.get(output, Path("/-"))))},
+                    interrupted)
 
 
 def report(state: Progress) -> str:
@@ -191,6 +213,10 @@ def report(state: Progress) -> str:
                          + (f", typically {_duration(typical)})" if typical else ")"))
             if output in state.last_log:
                 lines.append(f"    log: {state.last_log[output]}")
+    if state.interrupted:
+        lines.append(f"interrupted ({len(state.interrupted)}; a run that stopped left them unfinished: they run "
+                     "again, from their last checkpoint where they keep one):")
+        lines += [f"  {output}  ({rule or 'rule not known'})" for output, rule, _ in state.interrupted]
     total = sum(state.to_do.values())
     if not total:
         return "\n".join(lines + ["nothing left to do"]) + "\n"

@@ -326,7 +326,8 @@ def train_network(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, se
 def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, settings: TrainSettings,
                mask: WeightMask | None = None, selection=None, seed: int = 0, batch_dim: int = 0,
                output_batch_dim: int | None = None, forward: Callable | None = None,
-               checkpoint_path=None, identity: str = "", log: logging.Logger = LOG) -> tuple[WeightMask, History]:
+               checkpoint_path=None, identity: str = "", log: logging.Logger = LOG,
+               monitor: Callable[[WeightMask], dict] | None = None) -> tuple[WeightMask, History]:
     """Train a mask on a frozen network; returns the mask and the loss history.
 
     The network runs in eval mode (dropout off, normalisation on running statistics) and receives
@@ -334,6 +335,9 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
     sees only those. The loss is the task loss plus ``beta * sum(logits) / batch_size``; the
     regulariser always sees the raw logits, also while ``settings.sharpen_fraction`` scales them for
     sampling. ``forward(masked_model, inputs)`` defaults to ``masked_model(inputs)``.
+    ``monitor(mask)``: extra numbers (for example held-out accuracy of the thresholded mask) logged and
+    added to the history every ``log_every`` steps; it must not draw from the global random generator,
+    or the run would differ from one without it.
     """
     if settings.batch_size % settings.mask_samples:
         raise ValueError(f"batch_size {settings.batch_size} is not divisible by mask_samples {settings.mask_samples}")
@@ -363,7 +367,7 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
 
     def progress():
         kept = sum(int((mask.logit(n) > 0).sum()) for n in mask.names)
-        return {"kept": kept / mask.numel()}
+        return {"kept": kept / mask.numel(), **(monitor(mask) if monitor else {})}
 
     stateful = {"mask": mask, "optimizer": optimizer, "sampler": sampler, "noise": masked.noise}
     if scheduler is not None:
@@ -433,7 +437,7 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
 
     def progress():
         kept = sum(int((mask.logit(n) > 0).sum()) for n in mask.names)
-        return {"kept": kept / mask.numel()}
+        return {"kept": kept / mask.numel(), **(monitor(mask) if monitor else {})}
 
     stateful = {"model": model, "mask": mask, "optimizer": optimizer, "sampler": sampler, "noise": masked.noise}
     if scheduler is not None:

@@ -65,8 +65,44 @@ def test_long_output_names_split_into_folders_are_read_back(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("")
     os.utime(path, (time.time() - 30, time.time() - 30))
+    _lock(tmp_path, age=40)
     [(name, rule, elapsed)] = pg.running_jobs(tmp_path, {output: "mask"})
     assert name == output and rule == "mask" and 29 <= elapsed < 60
+
+
+def _lock(workdir, age: float) -> None:
+    """The lock files a live Snakemake run holds, written ``age`` seconds ago (when the run started)."""
+    locks = workdir / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    for name in ("0.input.lock", "0.output.lock"):
+        (locks / name).write_text("")
+        os.utime(locks / name, (time.time() - age, time.time() - age))
+
+
+def _marker(workdir, output: str, age: float) -> None:
+    folder = workdir / ".snakemake" / "incomplete"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / base64.urlsafe_b64encode(output.encode()).decode()
+    path.write_text("")
+    os.utime(path, (time.time() - age, time.time() - age))
+
+
+def test_jobs_left_by_a_run_that_died_are_interrupted_not_running(tmp_path):
+    _marker(tmp_path, "results/a.pt", age=3600)  # its run died an hour ago
+    _marker(tmp_path, "results/b.pt", age=60)
+    # no run holds the folder: nothing is running
+    assert pg.running_jobs(tmp_path) == []
+    assert sorted(o for o, *_ in pg.interrupted_jobs(tmp_path)) == ["results/a.pt", "results/b.pt"]
+    _lock(tmp_path, age=600)  # a run started ten minutes ago and restarted b
+    assert [o for o, *_ in pg.running_jobs(tmp_path)] == ["results/b.pt"]
+    assert [o for o, *_ in pg.interrupted_jobs(tmp_path)] == ["results/a.pt"]
+    state = pg.Progress(to_do={"mask": 2}, typical={"mask": 100.0}, cores=1,
+                        running=pg.running_jobs(tmp_path, {"results/b.pt": "mask"}),
+                        interrupted=pg.interrupted_jobs(tmp_path, {"results/a.pt": "mask"}))
+    text = pg.report(state)
+    assert "running (1):\n  results/b.pt  (mask, 60 s so far" in text
+    assert "interrupted (1;" in text and "  results/a.pt  (mask)" in text
+    assert "time left: about 2 min with 1 cores" in text  # 200 s minus the 60 s b has run; a starts over
 
 
 def _run_workflow(folder) -> None:
@@ -85,8 +121,10 @@ def test_progress_of_a_real_snakemake_workflow(tmp_path):
     typical, rule_of = pg.job_history(tmp_path)
     assert rule_of == {"a.txt": "a", "b.txt": "b"}
     assert 1.0 <= typical["a"] < 3.0 and 4.0 <= typical["b"] < 6.0
-    # b runs again: its output is gone, its incomplete marker says it started 0.5 s ago, its log has a line
+    # b runs again: its output is gone, a run holds the folder since 2 s, b's incomplete marker says it
+    # started 0.5 s ago, its log has a line
     (tmp_path / "b.txt").unlink()
+    _lock(tmp_path, age=2)
     marker = tmp_path / ".snakemake" / "incomplete" / base64.urlsafe_b64encode(b"b.txt").decode()
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("")

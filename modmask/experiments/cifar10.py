@@ -106,11 +106,11 @@ def pretrain(train: tuple[torch.Tensor, torch.Tensor], spec: dict, settings: Tra
 def train_class_mask(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], settings: TrainSettings,
                      seed: int, device, log: logging.Logger, removed: tuple[str, ...] = (),
                      fixed_output: WeightMask | None = None, checkpoint_path=None,
-                     identity: str = "") -> tuple[WeightMask, History]:
+                     identity: str = "", monitor=None) -> tuple[WeightMask, History]:
     """A mask on the frozen ``model`` for the training images without the ``removed`` classes.
 
     ``fixed_output``: a (control) mask whose output-layer logits this mask uses and never trains.
-    The network runs in eval mode, so BatchNorm uses its running statistics.
+    ``monitor``: see :func:`modmask.training.train_mask`. The network runs in eval mode, so BatchNorm uses its running statistics.
     """
     for p in model.parameters():
         p.requires_grad_(False)
@@ -124,7 +124,7 @@ def train_class_mask(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
              " (output layer fixed to the control mask's)" if fixed_output is not None else "",
              settings.mask_samples, settings.beta, settings.steps)
     return training.train_mask(model, sampler, loss, settings, mask=mask, seed=seed, forward=normalized,
-                               checkpoint_path=checkpoint_path, identity=identity, log=log)
+                               checkpoint_path=checkpoint_path, identity=identity, log=log, monitor=monitor)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
