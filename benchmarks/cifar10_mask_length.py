@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modmask import steps  # noqa: E402
 from modmask.experiments import cifar10  # noqa: E402
-from modmask.io import write_parquet  # noqa: E402
+from modmask.io import stable_hash, write_parquet  # noqa: E402
 from modmask.training import TrainSettings  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--mask-samples", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="mask seed")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="Parquet table to write")
     args = parser.parse_args(argv)
@@ -98,10 +98,17 @@ def main(argv=None) -> None:
         rows += curve
         control = mask if control is None else control
 
+    # provenance as the workflow's tables carry it: the network's run (experiment, scale, arch, seed), the
+    # hash of this probe's settings together with the network's, and the code (git commit of this file)
+    made_by = network_file.get("provenance", {})
+    probe = {"removed_class": args.removed, "steps": args.steps, "beta": args.beta, "lr": args.lr,
+             "mask_samples": args.mask_samples, "batch_size": args.batch_size, "mask_seed": args.seed}
     table = pd.DataFrame(rows).assign(
-        removed_class=args.removed, beta=args.beta, lr=args.lr, mask_samples=args.mask_samples,
-        batch_size=args.batch_size, seed=args.seed, threads=args.threads, network=str(args.network),
-        network_test_accuracy=network_file.get("test_accuracy", float("nan")), code_version=code_version())
+        experiment=made_by.get("experiment", cifar10.NAME), scale=made_by.get("scale", "unknown"),
+        arch=made_by.get("arch", "unknown"), seed=made_by.get("seed", -1), **probe, threads=args.threads,
+        network_test_accuracy=network_file.get("test_accuracy", float("nan")),
+        config_hash=stable_hash({"probe": probe, "network": made_by.get("config_hash")}),
+        code_version=code_version())
     write_parquet(table, args.out)
     log.info("wrote %s\n%s", args.out, table[["mask", "step", "kept", "accuracy", "removed_class_accuracy"]]
              .to_string(index=False))

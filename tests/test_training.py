@@ -41,6 +41,30 @@ def test_mask_keeps_the_input_that_matters_and_drops_the_rest():
     assert history.rows[-1]["kept"] < 0.8 and len(history.rows) == 6
 
 
+def test_a_monitor_logs_held_out_numbers_without_changing_the_mask():
+    net, x, y = trained_net()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    settings = TrainSettings(steps=60, lr=5e-2, beta=5e-2, batch_size=64, mask_samples=4, log_every=20)
+    seen = []
+
+    def monitor(mask):
+        binary = mask.binary()
+        seen.append(binary.count())
+        return {"accuracy": float((run_with_mask(net, binary, x).argmax(1) == y).float().mean()),
+                "weights": binary.count()}
+
+    plain, _ = train_mask(net, BatchSampler([x, y], 64, seed=1), nn.functional.cross_entropy, settings, seed=0)
+    watched, history = train_mask(net, BatchSampler([x, y], 64, seed=1), nn.functional.cross_entropy, settings,
+                                  seed=0, monitor=monitor)
+    # called once per log line, its numbers in the history beside kept; the mask is bit for bit the same
+    assert [row["step"] for row in history.rows] == [20, 40, 60] and len(seen) == 3
+    assert [row["weights"] for row in history.rows] == seen
+    assert all(row["kept"] == pytest.approx(row["weights"] / plain.numel()) for row in history.rows)
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in history.rows)
+    assert all(torch.equal(plain.logit(n), watched.logit(n)) for n in plain.names)
+
+
 def test_fixed_logits_are_sampled_but_not_trained():
     net, x, y = trained_net()
     mask = WeightMask.for_module(net, MaskSelection())
