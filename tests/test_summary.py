@@ -100,7 +100,7 @@ def test_cifar10_rows_report_the_removed_class_drop_the_worst_other_class_and_th
         tmp_path / "cifar10" / "stability.parquet")
     rows = {finding: ours for finding, _, ours in cifar10_rows(tmp_path)}
     # one seed: no spread to show
-    assert rows["CIFAR-10 cnn: relative accuracy drop of the removed class, mean over the 10 classes (Fig. 6a)"] == \
+    assert rows["CIFAR-10 cnn: relative accuracy drop of the removed class, mean over the 10 removed classes (Fig. 6a)"] == \
         "75.0% (one seed)"
     assert rows["CIFAR-10 cnn: largest drop of another class / drop of the removed class, mean over classes (Fig. 6b)"] \
         == f"{0.125 / 0.75:.2f} (one seed)"
