@@ -68,6 +68,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log = logging.getLogger("mask_length")
     torch.set_num_threads(args.threads)
+    code = code_version()  # the code that runs, not whatever is checked out when the table is written
 
     model, network_file = steps.load_network(args.network, cifar10.NAME)
     cache = cifar10.load_data(args.data)
@@ -108,7 +109,7 @@ def main(argv=None) -> None:
         arch=made_by.get("arch", "unknown"), seed=made_by.get("seed", -1), **probe, threads=args.threads,
         network_test_accuracy=network_file.get("test_accuracy", float("nan")),
         config_hash=stable_hash({"probe": probe, "network": made_by.get("config_hash")}),
-        code_version=code_version())
+        code_version=code)
     write_parquet(table, args.out)
     log.info("wrote %s\n%s", args.out, table[["mask", "step", "kept", "accuracy", "removed_class_accuracy"]]
              .to_string(index=False))

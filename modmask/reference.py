@@ -41,7 +41,7 @@ EXPERIMENTS = {
     "double_add": ((summary.double_add_rows,), ("double_add",), ("double_add",)),
     "permuted_mnist": ((summary.permuted_mnist_rows,), ("permuted_mnist",), ("permuted_mnist",)),
     "scan": ((summary.scan_rows,), ("scan",), ("scan",)),
-    "cifar10": ((summary.cifar10_rows,), ("cifar10",), ("cifar10",)),
+    "cifar10": ((summary.cifar10_rows, summary.cifar10_mask_length_rows), ("cifar10",), ("cifar10",)),
     "mathematics": ((summary.mathematics_rows,), ("mathematics",), ("mathematics",)),
 }
 PROVENANCE_COLUMNS = ("scale", "config_hash", "code_version")

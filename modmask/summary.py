@@ -261,6 +261,31 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def cifar10_mask_length_rows(results: Path) -> list[tuple[str, str, str]]:
+    """How the CIFAR-10 masks changed with training length and learning rate (benchmarks/cifar10_mask_length.py):
+    per network, each probe's last step."""
+    probes = _table(results, "cifar10/mask_length", ("arch", "scale", "lr", "steps", "beta", "removed_class", "mask",
+                                                     "step", "kept", "accuracy", "removed_class_accuracy"))
+    rows = []
+    for (arch, scale, cls), runs in probes.groupby(["arch", "scale", "removed_class"], sort=False):
+        parts = []
+        for (lr, steps), run in runs.groupby(["lr", "steps"], sort=False):
+            last = run[run["step"] == steps].set_index("mask")
+            unmasked = run[run["mask"] == "none"].iloc[0]
+            removal = f"without_{cls}"
+            if "control" not in last.index or removal not in last.index:
+                continue
+            control = last.loc["control"]
+            drop = 1 - last.loc[removal, "removed_class_accuracy"] / control["removed_class_accuracy"]
+            parts.append(f"{steps:,} steps at lr {lr:g}: control {100 * (control['accuracy'] - unmasked['accuracy']):+.1f}"
+                         f" points, keeps {100 * control['kept']:.1f}%; {cls} drops {100 * drop:.0f}%")
+        if parts:
+            rows.append((f"CIFAR-10 {arch} ({scale} network) mask length at beta {runs['beta'].iloc[0]:g}: control "
+                         f"accuracy change, weights kept, relative drop of {cls} without it",
+                         "20k steps at lr 1e-3", "; ".join(parts)))
+    return rows
+
+
 def mathematics_rows(results: Path) -> list[tuple[str, str, str]]:
     from .analysis.mathematics import task_label
 
@@ -276,7 +301,8 @@ def mathematics_rows(results: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-PARTS = (addmul_rows, double_add_rows, sweep_rows, permuted_mnist_rows, scan_rows, cifar10_rows, mathematics_rows)
+PARTS = (addmul_rows, double_add_rows, sweep_rows, permuted_mnist_rows, scan_rows, cifar10_rows,
+         cifar10_mask_length_rows, mathematics_rows)
 
 
 def rows_of(parts, results: str | Path) -> list[tuple[str, str, str]]:

@@ -124,3 +124,25 @@ def test_mathematics_rows_give_hard_accuracy_per_mask(tmp_path):
     # hard only; mean ± sample std over the seeds: (0.6, 0.8), (0.5, 0.7), (0.1, 0.3)
     assert found == {"Mathematics sort: hard test accuracy, no mask / control mask / easy-only mask (Fig. 5)":
                      "70.0% ± 14.1% / 60.0% ± 14.1% / 20.0% ± 14.1%"}
+
+
+def test_cifar10_mask_length_rows_compare_the_probes_last_steps(tmp_path):
+    from modmask.summary import cifar10_mask_length_rows
+
+    (tmp_path / "cifar10").mkdir()
+    rows = []
+    for lr, steps, kept, cat in ((1e-3, 8000, 0.8, 0.3), (1e-2, 800, 0.75, 0.15)):
+        common = {"arch": "cnn", "scale": "quick", "lr": lr, "steps": steps, "beta": 1e-4, "removed_class": "cat"}
+        rows += [{**common, "mask": "none", "step": 0, "kept": 1.0, "accuracy": 0.65, "removed_class_accuracy": 0.6},
+                 {**common, "mask": "control", "step": steps // 2, "kept": 0.9, "accuracy": 0.1,
+                  "removed_class_accuracy": 0.1},  # not the last step: ignored
+                 {**common, "mask": "control", "step": steps, "kept": kept, "accuracy": 0.64,
+                  "removed_class_accuracy": 0.6},
+                 {**common, "mask": "without_cat", "step": steps, "kept": kept - 0.01, "accuracy": 0.6,
+                  "removed_class_accuracy": cat}]
+    pd.DataFrame(rows).to_parquet(tmp_path / "cifar10" / "mask_length.parquet")
+    [(finding, paper, ours)] = cifar10_mask_length_rows(tmp_path)
+    assert "cnn (quick network)" in finding and "beta 0.0001" in finding and paper == "20k steps at lr 1e-3"
+    # drops: 1 - 0.3 / 0.6 = 50%, 1 - 0.15 / 0.6 = 75%; the control lost 1 point of the unmasked 65%
+    assert ours == ("8,000 steps at lr 0.001: control -1.0 points, keeps 80.0%; cat drops 50%; "
+                    "800 steps at lr 0.01: control -1.0 points, keeps 75.0%; cat drops 75%")
