@@ -437,7 +437,7 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
 
     def progress():
         kept = sum(int((mask.logit(n) > 0).sum()) for n in mask.names)
-        return {"kept": kept / mask.numel(), **(monitor(mask) if monitor else {})}
+        return {"kept": kept / mask.numel()}
 
     stateful = {"model": model, "mask": mask, "optimizer": optimizer, "sampler": sampler, "noise": masked.noise}
     if scheduler is not None:
