@@ -8,7 +8,9 @@ beta and learning rate whose control stays within 2 points of the unmasked netwo
 mask has settled. Not run by pytest; a few tens of minutes at one thread.
 
     python benchmarks/cifar10_mask_length.py --network results/quick/cifar10/simple_cnn/seed0/network.pt \
-        --data results/quick/data/cifar10/cifar10.pt --steps 8000 --every 1000 --out mask_length.parquet
+        --data results/quick/data/cifar10/cifar10.pt --steps 8000 --every 1000 --out mask_length.parquet \
+        --figures figures/cifar10_mask_length
+    python benchmarks/cifar10_mask_length.py --plot probes.parquet --figures DIR   # several probes in one figure
 
 Approximation: the removal mask's output layer is the control's after ``--steps`` steps, so its row at
 step s is not exactly a removal mask trained s steps against a control trained s steps.
@@ -29,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modmask import steps  # noqa: E402
 from modmask.experiments import cifar10  # noqa: E402
-from modmask.io import stable_hash, write_parquet  # noqa: E402
+from modmask.io import read_parquet, stable_hash, write_parquet  # noqa: E402
+from modmask.plotting.cifar10 import save_mask_length_figure  # noqa: E402
 from modmask.training import TrainSettings  # noqa: E402
 
 
@@ -51,8 +54,8 @@ def code_version() -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--network", required=True, help="a cifar10_network output (network.pt)")
-    parser.add_argument("--data", required=True, help="the cifar10_data image cache (cifar10.pt)")
+    parser.add_argument("--network", help="a cifar10_network output (network.pt)")
+    parser.add_argument("--data", help="the cifar10_data image cache (cifar10.pt)")
     parser.add_argument("--removed", default="cat", help="the class the second mask is trained without")
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--every", type=int, default=1000, help="steps between test-set scores")
@@ -62,8 +65,18 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0, help="mask seed")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", required=True, help="Parquet table to write")
+    parser.add_argument("--out", help="Parquet table to write")
+    parser.add_argument("--figures", help="folder for the figure mask_length.png/.pdf of the table")
+    parser.add_argument("--plot", metavar="TABLE", help="only draw the figure of this table (probes concatenated)")
     args = parser.parse_args(argv)
+    if args.plot:
+        if not args.figures:
+            parser.error("--plot needs --figures (the folder to write the figure into)")
+        print("\n".join(map(str, save_mask_length_figure(read_parquet(args.plot), args.figures))))
+        return
+    missing = [f"--{name}" for name in ("network", "data", "out") if getattr(args, name) is None]
+    if missing:
+        parser.error(f"a probe needs {', '.join(missing)} (or --plot TABLE --figures DIR to draw a table)")
     cifar10.class_index(args.removed)  # a clear error for an unknown class before any work
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log = logging.getLogger("mask_length")
@@ -111,6 +124,8 @@ def main(argv=None) -> None:
         config_hash=stable_hash({"probe": probe, "network": made_by.get("config_hash")}),
         code_version=code)
     write_parquet(table, args.out)
+    if args.figures:
+        save_mask_length_figure(table, args.figures)
     log.info("wrote %s\n%s", args.out, table[["mask", "step", "kept", "accuracy", "removed_class_accuracy"]]
              .to_string(index=False))
 

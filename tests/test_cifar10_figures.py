@@ -259,3 +259,31 @@ def test_missing_column_is_named(tables, tmp_path, name, column):
     with pytest.raises(ValueError, match=rf"CIFAR-10 '{name}' table lacks column\(s\) \['{column}'\]"):
         cifar10.build_all(tables, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_mask_length_figure_draws_steps_at_the_papers_lr_and_accuracy_against_the_control(tmp_path):
+    rows = []
+    for lr, steps in ((1e-3, 400), (1e-2, 40)):
+        common = {"arch": "simple_cnn", "lr": lr, "steps": steps, "removed_class": "cat", **PROVENANCE, "seed": 0}
+        rows.append({**common, "mask": "none", "step": 0, "kept": 1.0, "removed_class_accuracy": 0.5})
+        for step, kept, cat in ((steps // 2, 0.9, 0.45), (steps, 0.8, 0.4)):
+            rows.append({**common, "mask": "control", "step": step, "kept": kept, "removed_class_accuracy": cat + 0.1})
+            rows.append({**common, "mask": "without_cat", "step": step, "kept": kept - 0.05,
+                         "removed_class_accuracy": cat / 2})
+    fig = cifar10.mask_length_figure(pd.DataFrame(rows))
+    kept_ax, removed_ax = fig.axes[:2]
+    kept_lines = {line.get_label(): line for line in kept_ax.get_lines()}
+    removed_lines = {line.get_label(): line for line in removed_ax.get_lines()}
+    assert sorted(kept_lines) == ["simple CNN, lr 0.001", "simple CNN, lr 0.01"]
+    # both runs on one axis: 400 steps at 1e-3 and 40 steps at 1e-2 both end at 400 paper steps
+    for label in kept_lines:
+        assert list(kept_lines[label].get_xdata()) == pytest.approx([200, 400])
+        assert list(kept_lines[label].get_ydata()) == pytest.approx([90, 80])
+        # the removal mask's cat accuracy over the control's at the probe's end (0.5): 0.225, 0.2 -> 45%, 40%
+        assert list(removed_lines[label].get_ydata()) == pytest.approx([45, 40])
+    assert kept_lines["simple CNN, lr 0.01"].get_linestyle() != kept_lines["simple CNN, lr 0.001"].get_linestyle()
+    plt.close(fig)
+    paths = cifar10.save_mask_length_figure(pd.DataFrame(rows), tmp_path)
+    assert sorted(p.name for p in paths) == ["mask_length.pdf", "mask_length.png"]
+    with pytest.raises(ValueError, match="mask_length.*kept"):
+        cifar10.mask_length_figure(pd.DataFrame(rows).drop(columns="kept"))

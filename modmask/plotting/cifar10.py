@@ -40,6 +40,8 @@ FIGURES = {  # name -> (file stem, title)
                    "Fig. 6b: CIFAR-10, largest relative drop of another class / drop of the removed class"),
     "control_confusion": ("fig18_confusion_control",
                           "Fig. 18: CIFAR-10, confusion matrix through the control mask (trained on all classes)"),
+    "mask_length": ("mask_length",
+                    "CIFAR-10: masks of different lengths and learning rates on the same network"),
     "confusion_diff": ("fig{number:02d}_confusion_diff_{arch}",
                        "Fig. {number}: CIFAR-10, {arch}: confusion through the mask trained without class c "
                        "minus through the control mask"),
@@ -231,6 +233,51 @@ def confusion_diff_figure(confusion: pd.DataFrame, arch: str, number: int | None
     colorbar.set_label("change of the share of the true class's images [percentage points]", fontsize=8)
     title = FIGURES["confusion_diff"][1].format(number=number, arch=arch_label(arch, arch_names))
     return finish(fig, axes, title, legend=False)
+
+
+MASK_LENGTH_COLUMNS = ("arch", "lr", "steps", "mask", "step", "kept", "removed_class", "removed_class_accuracy")
+REFERENCE_LR = 1e-3  # the paper's mask lr: steps are drawn as their equivalent at this lr
+
+
+def mask_length_figure(probes: pd.DataFrame, arch_names: dict[str, str] | None = None):
+    """The mask-length probe (benchmarks/cifar10_mask_length.py): the control mask's kept weights and the
+    removed class's accuracy through its removal mask (relative to the control's at the probe's end),
+    against steps x lr / 1e-3, one colour per network, one line style per lr: where lines of different lr
+    lie on each other, ten times the lr does in a tenth of the steps what the paper's lr does."""
+    probes = checked_frame(probes, "mask_length", MASK_LENGTH_COLUMNS)
+    fig, (kept_ax, removed_ax) = panels(2, width=4.6, height=3.2)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    lrs = sorted(probes["lr"].unique())
+    classes = sorted(probes["removed_class"].unique())
+    for i, arch in enumerate(dict.fromkeys(probes["arch"])):
+        for lr, style in zip(lrs, styles):
+            run = probes[(probes["arch"] == arch) & (probes["lr"] == lr)]
+            if run.empty:
+                continue
+            scale = lr / REFERENCE_LR
+            control = run[run["mask"] == CONTROL].sort_values("step")
+            removal = run[run["mask"].str.startswith(WITHOUT)].sort_values("step")
+            end = control[control["step"] == control["steps"]]["removed_class_accuracy"]
+            label = f"{arch_label(arch, arch_names)}, lr {lr:g}"
+            kept_ax.plot(control["step"] * scale, control["kept"] * 100, style, color=colours[i % len(colours)],
+                         marker="o", markersize=3, label=label)
+            if len(end):
+                removed_ax.plot(removal["step"] * scale, removal["removed_class_accuracy"] / end.iloc[0] * 100,
+                                style, color=colours[i % len(colours)], marker="o", markersize=3, label=label)
+    for ax in (kept_ax, removed_ax):
+        ax.set_xlabel(f"mask steps x lr / {REFERENCE_LR:g}")
+        ax.grid(alpha=0.3)
+    kept_ax.set_ylabel("weights kept by the control mask [%]")
+    removed_ax.set_ylabel(f"{'/'.join(classes)} accuracy, % of control")
+    removed_ax.set_ylim(0, 110)
+    return finish(fig, [kept_ax, removed_ax], FIGURES["mask_length"][1])
+
+
+def save_mask_length_figure(probes: pd.DataFrame, out_dir: str | Path,
+                            arch_names: dict[str, str] | None = None) -> list[Path]:
+    return save_figure(mask_length_figure(probes, arch_names), out_dir, FIGURES["mask_length"][0],
+                       provenance_text(probes))
 
 
 def build_all(tables: dict[str, pd.DataFrame], out_dir: str | Path,
