@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modmask import steps  # noqa: E402
+from modmask.code_versions import code_version  # noqa: E402
 from modmask.experiments import cifar10  # noqa: E402
 from modmask.io import read_parquet, stable_hash, write_parquet  # noqa: E402
 from modmask.plotting.cifar10 import save_mask_length_figure  # noqa: E402
@@ -38,18 +38,10 @@ from modmask.training import TrainSettings  # noqa: E402
 
 def scores(model, mask, test, removed: str) -> dict:
     images, labels = test
-    predicted = cifar10.predictions(model, mask, images, "cpu")
-    correct = predicted == labels
-    of_class = labels == cifar10.class_index(removed)
-    return {"accuracy": float(correct.float().mean()), "removed_class_accuracy": float(correct[of_class].float().mean())}
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    counts = cifar10.confusion_counts(labels, cifar10.predictions(model, mask, images, "cpu"))
+    c = cifar10.class_index(removed)
+    return {"accuracy": float(counts.diagonal().sum() / counts.sum()),
+            "removed_class_accuracy": float(counts[c, c] / counts[c].sum())}
 
 
 def main(argv=None) -> None:
@@ -81,7 +73,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     log = logging.getLogger("mask_length")
     torch.set_num_threads(args.threads)
-    code = code_version()  # the code that runs, not whatever is checked out when the table is written
+    # as the workflow's tables: a hash of this script and the modmask modules it imports, taken before the
+    # run, so it names the code that ran
+    code = code_version(__file__)
 
     model, network_file = steps.load_network(args.network, cifar10.NAME)
     cache = cifar10.load_data(args.data)
@@ -97,7 +91,6 @@ def main(argv=None) -> None:
     control = None
     for name, removed in (("control", ()), (cifar10.without_mask_name(args.removed), (args.removed,))):
         started = time.perf_counter()
-        curve = []
 
         def monitor(mask):
             return scores(model, mask.binary(), test, args.removed)
@@ -106,14 +99,14 @@ def main(argv=None) -> None:
                                                  log, removed=removed, fixed_output=control, monitor=monitor)
         seconds = time.perf_counter() - started
         for row in history.rows:
-            curve.append({"mask": name, "step": row["step"], "kept": row["kept"], "accuracy": row["accuracy"],
+            rows.append({"mask": name, "step": row["step"], "kept": row["kept"], "accuracy": row["accuracy"],
                           "removed_class_accuracy": row["removed_class_accuracy"],
                           "seconds": seconds * row["step"] / args.steps})
-        rows += curve
-        control = mask if control is None else control
+        if control is None:
+            control = mask  # the removal mask's output layer is fixed to this one
 
     # provenance as the workflow's tables carry it: the network's run (experiment, scale, arch, seed), the
-    # hash of this probe's settings together with the network's, and the code (git commit of this file)
+    # hash of this probe's settings together with the network's, and the code
     made_by = network_file.get("provenance", {})
     probe = {"removed_class": args.removed, "steps": args.steps, "beta": args.beta, "lr": args.lr,
              "mask_samples": args.mask_samples, "batch_size": args.batch_size, "mask_seed": args.seed}

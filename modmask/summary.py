@@ -244,7 +244,8 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
         ratio = (other / own.set_index(["seed", "removed_class"])["drop"]).groupby("seed").mean()
         removed = own["removed_class"].nunique()
         rows.append((f"CIFAR-10 {arch}: relative accuracy drop of the removed class, mean over the {removed} "
-                     f"removed class{'es' if removed != 1 else ''} (Fig. 6a)", "40-60% simple CNN, more with dropout, almost 100% ResNet-110",
+                     f"removed class{'es' if removed != 1 else ''} (Fig. 6a)",
+                     "40-60% simple CNN, more with dropout, almost 100% ResNet-110",
                      _ms(own.groupby("seed")["drop"].mean(), True)))
         rows.append((f"CIFAR-10 {arch}: largest drop of another class / drop of the removed class, mean over "
                      "classes (Fig. 6b)", "well below 1", _ms(ratio, False, 2)))
@@ -264,6 +265,8 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
 def cifar10_mask_length_rows(results: Path) -> list[tuple[str, str, str]]:
     """How the CIFAR-10 masks changed with training length and learning rate (benchmarks/cifar10_mask_length.py):
     per network, each probe's last step."""
+    from .analysis.cifar10 import CONTROL, WITHOUT
+
     probes = _table(results, "cifar10/mask_length", ("arch", "scale", "lr", "steps", "beta", "removed_class", "mask",
                                                      "step", "kept", "accuracy", "removed_class_accuracy"))
     rows = []
@@ -272,13 +275,14 @@ def cifar10_mask_length_rows(results: Path) -> list[tuple[str, str, str]]:
         for (lr, steps), run in runs.groupby(["lr", "steps"], sort=False):
             last = run[run["step"] == steps].set_index("mask")
             unmasked = run[run["mask"] == "none"].iloc[0]
-            removal = f"without_{cls}"
-            if "control" not in last.index or removal not in last.index:
+            removal = WITHOUT + cls
+            if CONTROL not in last.index or removal not in last.index:
                 continue
-            control = last.loc["control"]
+            control = last.loc[CONTROL]
             drop = 1 - last.loc[removal, "removed_class_accuracy"] / control["removed_class_accuracy"]
-            parts.append(f"{steps:,} steps at lr {lr:g}: control {100 * (control['accuracy'] - unmasked['accuracy']):+.1f}"
-                         f" points, keeps {100 * control['kept']:.1f}%; {cls} drops {100 * drop:.0f}%")
+            change = 100 * (control["accuracy"] - unmasked["accuracy"])
+            parts.append(f"{steps:,} steps at lr {lr:g}: control {change:+.1f} points, keeps "
+                         f"{100 * control['kept']:.1f}%; {cls} drops {100 * drop:.0f}%")
         if parts:
             rows.append((f"CIFAR-10 {arch} ({scale} network) mask length at beta {runs['beta'].iloc[0]:g}: control "
                          f"accuracy change, weights kept, relative drop of {cls} without it",

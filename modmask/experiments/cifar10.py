@@ -110,7 +110,8 @@ def train_class_mask(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     """A mask on the frozen ``model`` for the training images without the ``removed`` classes.
 
     ``fixed_output``: a (control) mask whose output-layer logits this mask uses and never trains.
-    ``monitor``: see :func:`modmask.training.train_mask`. The network runs in eval mode, so BatchNorm uses its running statistics.
+    ``monitor``: see :func:`modmask.training.train_mask`. The network runs in eval mode, so BatchNorm uses its
+    running statistics.
     """
     for p in model.parameters():
         p.requires_grad_(False)
