@@ -25,7 +25,7 @@ from torch.utils import _pytree as pytree
 from .gumbel import COMPILE_MIN_ELEMENTS, NoiseSource, counter_uniform, sample_masked_weights
 from .masks import BinaryMask, WeightMask
 from .module_support import (PerSampleFallbackWarning, TrainModeError, check_train_mode, describe_vmap_failure,
-                             fused_loop_modules, masked_call, per_sample_reason,
+                             fused_loop_modules, linear_modules, masked_call, per_sample_reason,
                              running_stat_modules)
 
 __all__ = ["BatchNotDivisibleError", "MaskedModel", "PerSampleFallbackWarning", "TrainModeError", "WithMask",
@@ -102,6 +102,7 @@ class MaskedModel(nn.Module):
         self._noise_buffer: torch.Tensor | None = None
         # found once: the module's structure is fixed while it is masked
         self._fused = fused_loop_modules(module)
+        self._linears = linear_modules(module, mask.names)
         self._running_stats = running_stat_modules(module)
         # why K separate passes are used: a layer that is faster that way, or what vmap could not run
         # (op, module, reason) once the vectorised pass failed on this module; None: the one pass
@@ -194,7 +195,7 @@ class MaskedModel(nn.Module):
 
         in_dims = _in_dims(split_args, self.batch_dim)
         try:
-            with masked_call(self._fused):
+            with masked_call(self._fused, self._linears):
                 out = vmap(one_sample, in_dims=(0, *in_dims), out_dims=self.output_batch_dim,
                            randomness="different")(sampled, *split_args)
         except Exception as error:  # noqa: BLE001 - confirmed below by the exact per-sample path
@@ -215,7 +216,7 @@ class MaskedModel(nn.Module):
         buffers = dict(self.module.named_buffers())
         versions = {n: b._version for n, b in buffers.items()}
         outs = []
-        with masked_call(self._fused):
+        with masked_call(self._fused, self._linears):
             for i in range(self.mask_samples):
                 a, kw = _map_structure(lambda t: t.select(self.batch_dim, i), chunks)
                 weights = {n: w[i] for n, w in sampled.items()}

@@ -535,3 +535,101 @@ def test_a_buffer_changed_in_place_stops_the_per_sample_passes():
         with pytest.raises(TrainModeError, match="seen"):
             masked(x, noise=noise)
     torch.testing.assert_close(model.seen, 2 * one_pass)
+
+
+# ---- linear layers: the weight gradient in the weight's own layout --------------------------------
+
+@pytest.mark.parametrize("leading", [(6,), (3, 6)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_row_major_linear_has_linears_gradients_in_the_weights_layout(leading, bias):
+    from modmask.module_support import RowMajorLinear
+    torch.manual_seed(0)
+    x = torch.randn(*leading, 5, requires_grad=True)
+    w = torch.randn(4, 5, requires_grad=True)
+    b = torch.randn(4, requires_grad=True) if bias else None
+    g = torch.randn(*leading, 4)
+    expected = torch.autograd.grad(nn.functional.linear(x, w, b), [x, w] + ([b] if bias else []), g)
+    out = RowMajorLinear.apply(x, w, b)
+    got = torch.autograd.grad(out, [x, w] + ([b] if bias else []), g)
+    assert torch.equal(out, nn.functional.linear(x, w, b))
+    for e, a in zip(expected, got):
+        torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
+    # by hand: dL/dW[o, i] = sum over rows of g[., o] * x[., i]
+    by_hand = torch.einsum("...o,...i->oi", g, x.detach())
+    torch.testing.assert_close(got[1], by_hand, rtol=1e-5, atol=1e-5)
+    assert got[1].is_contiguous()
+
+
+def test_row_major_linear_under_vmap_gives_k_contiguous_weight_gradients():
+    from torch.func import vmap
+    from modmask.module_support import RowMajorLinear
+    torch.manual_seed(0)
+    ws = torch.randn(3, 4, 5, requires_grad=True)
+    xs = torch.randn(3, 6, 5)
+    g = torch.randn(3, 6, 4)
+    out = vmap(lambda w, x: RowMajorLinear.apply(x, w, None))(ws, xs)
+    (grad,) = torch.autograd.grad(out, ws, g)
+    torch.testing.assert_close(grad, torch.einsum("kbo,kbi->koi", g, xs), rtol=1e-5, atol=1e-5)
+    assert grad.is_contiguous()
+
+
+def test_masked_linear_layers_hand_the_mask_kernels_contiguous_gradients(monkeypatch):
+    """Autograd's own linear derivative gives the K masked copies a transposed gradient; inside the
+    masked pass a linear layer's gives them one laid out like the copies, and the mask's gradients stay
+    the same."""
+    from modmask import gumbel
+    from modmask.module_support import masked_call
+    seen = []
+    backward = gumbel.StraightThroughMask.backward
+
+    def spy(ctx, grad):
+        seen.append(grad.is_contiguous())
+        return backward(ctx, grad)
+
+    monkeypatch.setattr(gumbel.StraightThroughMask, "backward", staticmethod(spy))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    masked = MaskedModel(model, WeightMask.for_module(model), mask_samples=4, seed=3)
+    assert [name for name, _ in masked._linears] == ["0", "2"]
+    x = torch.randn(8, 6)
+
+    def logit_grads(linears):
+        masked.noise.step = 0   # the same mask samples both times
+        masked._linears = linears
+        for p in masked.mask.trainable_parameters():
+            p.grad = None
+        masked(x).square().sum().backward()
+        return [p.grad.clone() for p in masked.mask.trainable_parameters()]
+
+    row_major = masked._linears
+    plain = logit_grads([])
+    assert len(seen) == len(masked.mask.names) == 2 and not any(seen)   # transposed without it
+    seen.clear()
+    patched = logit_grads(row_major)
+    assert len(seen) == 2 and all(seen)
+    for a, b in zip(plain, patched):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert all("forward" not in sub.__dict__ for sub in model)
+    with pytest.raises(RuntimeError):
+        with masked_call([], row_major):
+            assert "forward" in model[0].__dict__
+            model(torch.randn(2, 5))   # wrong width: the layer's own error
+    assert all("forward" not in sub.__dict__ for sub in model)
+
+
+def test_only_plain_masked_linear_layers_are_rerouted():
+    from modmask.module_support import linear_modules
+
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Same(nn.Linear):
+        pass
+
+    model = nn.Sequential(nn.Linear(2, 2), Scaled(2, 2), Same(2, 2), nn.Linear(2, 2))
+    names = ["0.weight", "1.weight", "2.weight", "3.bias"]
+    assert [name for name, _ in linear_modules(model, names)] == ["0", "2"]
+    assert [name for name, _ in linear_modules(nn.Linear(2, 2), ["weight"])] == [""]
