@@ -35,6 +35,7 @@ class Progress:
     unknown: list[str] = field(default_factory=list)  # rules without earlier jobs
     last_log: dict[str, str] = field(default_factory=dict)  # running output -> last line of its log
     interrupted: list[tuple[str, str | None, float]] = field(default_factory=list)  # left by a run that died
+    stale_locks: bool = False   # lock files that no Snakemake process on this machine holds
 
     def seconds_left(self) -> float:
         """Job-seconds still to do (the running jobs' elapsed time subtracted) over the cores."""
@@ -107,11 +108,41 @@ def covered_seconds(spans) -> float:
     return total + (current[1] - current[0] if current else 0.0)
 
 
+def snakemake_running_in(workdir: str | Path = ".") -> bool | None:
+    """Whether a Snakemake process on this machine works in ``workdir`` (dry runs aside); None where the
+    processes cannot be listed (no ``/proc``)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "cwd").exists():
+        return None
+    target = Path(workdir).resolve()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or entry.name == str(os.getpid()):
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if Path(os.readlink(entry / "cwd")) != target:
+                continue
+        except OSError:   # gone meanwhile, or another user's
+            continue
+        if any(os.path.basename(arg) == "snakemake" for arg in argv) and "--dry-run" not in argv:
+            return True
+    return False
+
+
+def stale_locks(workdir: str | Path = ".") -> bool:
+    """Lock files in ``workdir`` that no Snakemake process on this machine holds: a run killed without
+    cleaning up left them (or the run is on another machine)."""
+    locks = list((Path(workdir) / ".snakemake" / "locks").glob("*.lock"))
+    return bool(locks) and snakemake_running_in(workdir) is False
+
+
 def run_started(workdir: str | Path = ".") -> float | None:
     """When the Snakemake run now working in ``workdir`` started (its lock files' time), or None when none
-    holds the folder."""
+    holds the folder (no locks, or locks that no Snakemake process on this machine holds)."""
     times = [path.stat().st_mtime for path in (Path(workdir) / ".snakemake" / "locks").glob("*.lock")]
-    return min(times) if times else None
+    if not times or snakemake_running_in(workdir) is False:
+        return None
+    return min(times)
 
 
 def _in_progress_markers(workdir, rule_of, now):
@@ -200,7 +231,7 @@ def progress(snakemake_args: list[str], cores: int, workdir: str | Path = ".") -
     unknown = sorted(rule for rule in to_do if rule not in typical and rule != "all")
     return Progress(to_do, typical, running, cores, unknown,
                     {output: line for output, *_ in running if (line := last_line(logs.get(output, Path("/-"))))},
-                    interrupted)
+                    interrupted, stale_locks(workdir))
 
 
 def report(state: Progress) -> str:
@@ -217,6 +248,10 @@ def report(state: Progress) -> str:
         lines.append(f"interrupted ({len(state.interrupted)}; a run that stopped left them unfinished: they run "
                      "again, from their last checkpoint where they keep one):")
         lines += [f"  {output}  ({rule or 'rule not known'})" for output, rule, _ in state.interrupted]
+    if state.stale_locks:
+        lines.append("no Snakemake process on this machine works in this folder, but it holds lock files: a run "
+                     "that was killed left them (unless the run is on another machine); `snakemake --unlock` "
+                     "with the same arguments clears them")
     total = sum(state.to_do.values())
     if not total:
         return "\n".join(lines + ["nothing left to do"]) + "\n"

@@ -70,13 +70,35 @@ def test_long_output_names_split_into_folders_are_read_back(tmp_path):
     assert name == output and rule == "mask" and 29 <= elapsed < 60
 
 
-def _lock(workdir, age: float) -> None:
-    """The lock files a live Snakemake run holds, written ``age`` seconds ago (when the run started)."""
+_FAKE_RUNS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_fake_runs():
+    yield
+    while _FAKE_RUNS:
+        run = _FAKE_RUNS.pop()
+        run.kill()
+        run.wait()
+
+
+def _fake_snakemake(workdir) -> subprocess.Popen:
+    """A process that looks like a Snakemake run working in ``workdir`` (its cwd; "snakemake" in argv)."""
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake"], cwd=workdir)
+    _FAKE_RUNS.append(run)
+    return run
+
+
+def _lock(workdir, age: float, live: bool = True) -> None:
+    """The lock files a Snakemake run holds, written ``age`` seconds ago (when the run started); ``live``:
+    with a process of that run working in ``workdir``."""
     locks = workdir / ".snakemake" / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     for name in ("0.input.lock", "0.output.lock"):
         (locks / name).write_text("")
         os.utime(locks / name, (time.time() - age, time.time() - age))
+    if live:
+        _fake_snakemake(workdir)
 
 
 def _marker(workdir, output: str, age: float) -> None:
@@ -103,6 +125,30 @@ def test_jobs_left_by_a_run_that_died_are_interrupted_not_running(tmp_path):
     assert "running (1):\n  results/b.pt  (mask, 60 s so far" in text
     assert "interrupted (1;" in text and "  results/a.pt  (mask)" in text
     assert "time left: about 2 min with 1 cores" in text  # 200 s minus the 60 s b has run; a starts over
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/cwd"), reason="lists processes through /proc")
+def test_locks_that_no_snakemake_process_holds_are_stale(tmp_path):
+    """A run killed without cleaning up leaves its locks; its jobs are interrupted, not running."""
+    _marker(tmp_path, "results/a.pt", age=60)
+    _lock(tmp_path, age=600, live=False)
+    assert pg.snakemake_running_in(tmp_path) is False and pg.stale_locks(tmp_path)
+    assert pg.run_started(tmp_path) is None
+    assert pg.running_jobs(tmp_path) == [] and [o for o, *_ in pg.interrupted_jobs(tmp_path)] == ["results/a.pt"]
+    text = pg.report(pg.Progress(to_do={"mask": 1}, typical={"mask": 100.0}, cores=1, running=[],
+                                 interrupted=pg.interrupted_jobs(tmp_path), stale_locks=pg.stale_locks(tmp_path)))
+    assert "holds lock files: a run that was killed left them" in text and "snakemake --unlock" in text
+    # the same folder with a Snakemake process working in it: its run holds the locks
+    (tmp_path / "other").mkdir()
+    elsewhere = _fake_snakemake(tmp_path / "other")
+    assert pg.snakemake_running_in(tmp_path) is False   # a process in another folder does not count
+    run = _fake_snakemake(tmp_path)
+    deadline = time.time() + 10
+    while pg.snakemake_running_in(tmp_path) is not True and time.time() < deadline:
+        time.sleep(0.05)   # until the child has its argv
+    assert pg.snakemake_running_in(tmp_path) is True and not pg.stale_locks(tmp_path)
+    assert [o for o, *_ in pg.running_jobs(tmp_path)] == ["results/a.pt"]
+    run.kill(), elsewhere.kill()
 
 
 def _run_workflow(folder) -> None:
