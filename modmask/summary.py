@@ -19,11 +19,12 @@ def _table(results: Path, name: str, columns) -> pd.DataFrame:
     return read_table(results / f"{name}.parquet", columns, allow_empty=name in MAY_BE_EMPTY)
 
 
-def _ms(values: pd.Series, percent: bool = False, digits: int = 1, of: str = "seed") -> str:
-    """"mean ± std" of ``values`` (one per ``of``); a single value has no spread and says so."""
+def _ms(values: pd.Series, percent: bool = False, digits: int = 1, of: str = "seed", unit: str | None = None) -> str:
+    """"mean ± std" of ``values`` (one per ``of``); a single value has no spread and says so. ``unit``
+    follows each number (default "%" with ``percent``, else nothing)."""
     scale = 100.0 if percent else 1.0
     mean = values.mean() * scale
-    unit = "%" if percent else ""
+    unit = ("%" if percent else "") if unit is None else unit
     if len(values) == 1:
         return f"{mean:.{digits}f}{unit} (one {of})"
     std = values.std(ddof=1) * scale
@@ -232,6 +233,8 @@ CIFAR_SEMANTIC = ("cat", "dog", "automobile", "truck", "airplane")
 
 def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
     from .analysis import cifar10 as cifar_numbers
+    from .analysis.cifar10 import CONTROL
+    from .experiments.cifar10 import NONE
 
     accuracy = _table(results, "cifar10/accuracy", cifar_numbers.ACCURACY_COLUMNS)
     confusion = _table(results, "cifar10/confusion", cifar_numbers.CONFUSION_COLUMNS)
@@ -247,8 +250,18 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
                      f"removed class{'es' if removed != 1 else ''} (Fig. 6a)",
                      "40-60% simple CNN, more with dropout, almost 100% ResNet-110",
                      _ms(own.groupby("seed")["drop"].mean(), True)))
+        per_class = [f"{cls} {_ms(d_cls.set_index('seed')['drop'], True, 0)}"
+                     for cls, d_cls in own.groupby("removed_class", sort=True)]
+        rows.append((f"CIFAR-10 {arch}: relative accuracy drop of each removed class", "40-60% simple CNN",
+                     "; ".join(per_class)))
         rows.append((f"CIFAR-10 {arch}: largest drop of another class / drop of the removed class, mean over "
                      "classes (Fig. 6b)", "well below 1", _ms(ratio, False, 2)))
+        overall = accuracy[accuracy["arch"] == arch].groupby(["mask", "seed"])["accuracy"].mean()
+        if NONE in overall.index.get_level_values(0) and CONTROL in overall.index.get_level_values(0):
+            change = overall.loc[CONTROL] - overall.loc[NONE]
+            rows.append((f"CIFAR-10 {arch}: test accuracy without a mask, and the control mask's change",
+                         "control close to the network", f"{_ms(overall.loc[NONE], True)}; control mask "
+                         f"{_ms(change * 100, unit=' points')}"))
         top = cifar_numbers.largest_confusions(confusion, arch, k=1).set_index("removed_class")
         parts = [f"{c} → {top.loc[c, 'predicted_class']} (+{top.loc[c, 'increase'] * 100:.0f} pp)"
                  for c in CIFAR_SEMANTIC if c in top.index]

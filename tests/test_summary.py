@@ -81,10 +81,12 @@ def test_cifar10_rows_report_the_removed_class_drop_the_worst_other_class_and_th
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     (tmp_path / "cifar10").mkdir()
     accuracy, confusion = [], []
-    for mask, removed in [("control", None), *[(f"without_{c}", c) for c in classes]]:
+    for mask, removed in [("none", None), ("control", None), *[(f"without_{c}", c) for c in classes]]:
         for c in classes:
-            # control 0.8 everywhere; the removed class falls to 0.2 (drop 0.75), its neighbour to 0.7 (drop 0.125)
-            value = 0.8 if removed is None else 0.2 if c == removed else \
+            # no mask 0.81 everywhere, control 0.8; the removed class falls to 0.2 (drop 0.75), its neighbour
+            # to 0.7 (drop 0.125); cat falls to 0.32 (drop 0.6)
+            value = 0.81 if mask == "none" else 0.8 if removed is None else \
+                (0.32 if c == "cat" else 0.2) if c == removed else \
                 0.7 if classes.index(c) == (classes.index(removed) + 1) % 10 else 0.8
             accuracy.append({"arch": "cnn", "seed": 0, "mask": mask, "removed_class": removed, "class": c,
                              "accuracy": value})
@@ -101,9 +103,14 @@ def test_cifar10_rows_report_the_removed_class_drop_the_worst_other_class_and_th
     rows = {finding: ours for finding, _, ours in cifar10_rows(tmp_path)}
     # one seed: no spread to show
     assert rows["CIFAR-10 cnn: relative accuracy drop of the removed class, mean over the 10 removed classes (Fig. 6a)"] == \
-        "75.0% (one seed)"
+        f"{(9 * 75 + 60) / 10:.1f}% (one seed)"
+    per_class = rows["CIFAR-10 cnn: relative accuracy drop of each removed class"].split("; ")
+    assert len(per_class) == 10 and "cat 60% (one seed)" in per_class and "dog 75% (one seed)" in per_class
+    # cat's neighbour drops 0.125 against cat's 0.6; the other nine 0.125 against 0.75
     assert rows["CIFAR-10 cnn: largest drop of another class / drop of the removed class, mean over classes (Fig. 6b)"] \
-        == f"{0.125 / 0.75:.2f} (one seed)"
+        == f"{(9 * 0.125 / 0.75 + 0.125 / 0.6) / 10:.2f} (one seed)"
+    assert rows["CIFAR-10 cnn: test accuracy without a mask, and the control mask's change"] == \
+        "81.0% (one seed); control mask -1.0 points (one seed)"
     # cat's row: dog rises from 0.2/9 to 0.5
     assert f"cat → dog (+{(0.5 - 0.2 / 9) * 100:.0f} pp)" in rows[
         "CIFAR-10 cnn: where the removed class's images go (largest confusion increase)"]
