@@ -105,6 +105,9 @@ class RowMajorLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         input, weight = ctx.saved_tensors
+        # under autocast the product ran in a lower precision than the saved inputs; autograd casts each
+        # gradient back to its input's dtype
+        input, weight = input.to(grad.dtype), weight.to(grad.dtype)
         grad_input = grad @ weight if ctx.needs_input_grad[0] else None
         rows = grad.reshape(-1, grad.shape[-1])
         grad_weight = rows.t() @ input.reshape(-1, input.shape[-1]) if ctx.needs_input_grad[1] else None

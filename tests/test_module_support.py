@@ -560,6 +560,23 @@ def test_row_major_linear_has_linears_gradients_in_the_weights_layout(leading, b
     assert got[1].is_contiguous()
 
 
+def test_row_major_linear_under_autocast_gives_linears_gradients():
+    from modmask.module_support import RowMajorLinear
+    torch.manual_seed(0)
+    x, w, b = torch.randn(4, 5), torch.randn(3, 5), torch.randn(3)
+    grads = []
+    for fn in (nn.functional.linear, RowMajorLinear.apply):
+        inputs = [t.clone().requires_grad_() for t in (x, w, b)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(*inputs)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+        grads.append([t.grad for t in inputs])
+    for expected, got in zip(*grads):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)
+
+
 def test_row_major_linear_under_vmap_gives_k_contiguous_weight_gradients():
     from torch.func import vmap
     from modmask.module_support import RowMajorLinear
