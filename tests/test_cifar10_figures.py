@@ -287,3 +287,16 @@ def test_mask_length_figure_draws_steps_at_the_papers_lr_and_accuracy_against_th
     assert sorted(p.name for p in paths) == ["mask_length.pdf", "mask_length.png"]
     with pytest.raises(ValueError, match="mask_length.*kept"):
         cifar10.mask_length_figure(pd.DataFrame(rows).drop(columns="kept"))
+
+
+def test_confusion_difference_figure_has_a_panel_per_removed_class_only(tables):
+    confusion = tables["confusion"]
+    kept = confusion["mask"].isin(["control", "without_cat", "without_truck"])
+    fig = cifar10.confusion_diff_figure(confusion[kept], "simple_cnn", 19)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["cat", "truck"]
+    assert len(fig.axes) == 3   # two panels and the colour bar
+    # cat's panel outlines row "cat" and its image is the difference in points
+    expected = cifar10_numbers.confusion_difference(confusion, "simple_cnn", "cat").to_numpy() * 100
+    np.testing.assert_allclose(panels[0].images[0].get_array(), expected)
+    plt.close(fig)

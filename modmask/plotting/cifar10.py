@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.patches import Rectangle
 
 from ..analysis.cifar10 import COLUMNS  # noqa: F401 (what scripts/figures.py reads)
-from ..analysis.cifar10 import (ACCURACY_COLUMNS, ALL_CLASSES, ARCH_ORDER, CLASSES, CONFUSION_COLUMNS, CONTROL,
+from ..analysis.cifar10 import (ACCURACY_COLUMNS, ALL_CLASSES, ARCH_ORDER, CONFUSION_COLUMNS, CONTROL,
                                 WITHOUT, archs_in, checked_frame, checked_table, classes_in, confusion_difference,
                                 confusion_matrix, drop_rows, mask_rows, other_class_drop_ratio, removed_class_drop,
                                 removed_classes)
@@ -184,9 +184,11 @@ def control_confusion_figure(confusion: pd.DataFrame, arch_names: dict[str, str]
 
 def confusion_diff_figure(confusion: pd.DataFrame, arch: str, number: int | None = None,
                           arch_names: dict[str, str] | None = None):
-    """Paper Fig. 19-21 for ``arch``: a 2 x 5 grid, per removed class c, confusion(without_c) - confusion(control)
-    in percentage points, one symmetric colour scale for all panels, row c outlined, changes of at least
-    5 points written in the cells; class names (4 letters) on the left column and bottom row."""
+    """Paper Fig. 19-21 for ``arch``: one panel per removed class c (up to 5 per row; 2 x 5 when all ten were
+    removed), confusion(without_c) - confusion(control) in percentage points, one symmetric colour scale for
+    all panels, row c outlined, changes of at least 5 points written in the cells; class names (4 letters) on
+    the left column and bottom row. Classes no mask was trained without get no panel (a run may remove a
+    few classes only)."""
     confusion = checked_frame(confusion, "confusion", CONFUSION_COLUMNS)
     number = number if number is not None else diff_figure_numbers([arch])[arch]
     classes = classes_in(confusion)
@@ -195,12 +197,12 @@ def confusion_diff_figure(confusion: pd.DataFrame, arch: str, number: int | None
         raise ValueError(f"CIFAR-10 'confusion' table has no without_<class> mask rows for arch {arch!r}")
     if mask_rows(confusion, arch, CONTROL).empty:
         raise ValueError(f"CIFAR-10 'confusion' table has no {CONTROL!r} mask rows for arch {arch!r}")
-    shown = [c for c in classes if c in CLASSES] or classes  # one panel per class; missing runs say n/a
+    shown = removed
     differences = {c: confusion_difference(confusion, arch, c) * 100 for c in removed}
     limit = max(float(np.nanmax(np.abs(d.to_numpy()))) for d in differences.values()) or 1.0
-    columns = 5
+    columns = min(5, len(shown))
     rows = int(np.ceil(len(shown) / columns))
-    fig = plt.figure(figsize=(14.0, 3.0 * rows + 0.7))
+    fig = plt.figure(figsize=(2.7 * columns + 0.5, 3.0 * rows + 0.7))
     grid = fig.add_gridspec(rows, columns + 1, width_ratios=[1] * columns + [0.05])
     axes = [fig.add_subplot(grid[i // columns, i % columns]) for i in range(len(shown))]
     image = None
@@ -218,11 +220,6 @@ def confusion_diff_figure(confusion: pd.DataFrame, arch: str, number: int | None
             ax.set_xlabel("predicted class", fontsize=8)
         if left:
             ax.set_ylabel("true class", fontsize=8)
-        if c not in differences:
-            ax.set_xlim(-0.5, len(classes) - 0.5)
-            ax.set_ylim(len(classes) - 0.5, -0.5)
-            ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, color="#666666")
-            continue
         values = differences[c].to_numpy()
         image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
         _cell_numbers(ax, values, 0.6 * limit, 6, "{:+.0f}", skip=5)
