@@ -271,7 +271,9 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
     if len(stability):
         rows.append((f"CIFAR-10 mask stability ({stability['arch'].iloc[0]}): IoU of two masks trained with different "
                      f"seeds, {len(stability)} (network, class pair) cases", "93.26 ± 0.96%",
-                     _ms(stability["iou"], True, 2, of="pair")))
+                     _ms(stability["iou"], True, 2, of="pair")
+                     + (f"; a mask keeps {stability[['kept_a', 'kept_b']].to_numpy().mean():,.0f} weights on average"
+                        if {"kept_a", "kept_b"} <= set(stability.columns) else "")))
     return rows
 
 

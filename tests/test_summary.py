@@ -98,7 +98,8 @@ def test_cifar10_rows_report_the_removed_class_drop_the_worst_other_class_and_th
                                   "predicted_class": p, "fraction": fraction})
     pd.DataFrame(accuracy).to_parquet(tmp_path / "cifar10" / "accuracy.parquet")
     pd.DataFrame(confusion).to_parquet(tmp_path / "cifar10" / "confusion.parquet")
-    pd.DataFrame({"arch": ["cnn"] * 2, "pair": ["cat+dog", "bird+ship"], "iou": [0.9, 0.8]}).to_parquet(
+    pd.DataFrame({"arch": ["cnn"] * 2, "pair": ["cat+dog", "bird+ship"], "iou": [0.9, 0.8], "kept_a": [1000, 2000],
+                  "kept_b": [1500, 1501]}).to_parquet(
         tmp_path / "cifar10" / "stability.parquet")
     rows = {finding: ours for finding, _, ours in cifar10_rows(tmp_path)}
     # one seed: no spread to show
@@ -115,7 +116,7 @@ def test_cifar10_rows_report_the_removed_class_drop_the_worst_other_class_and_th
     assert f"cat → dog (+{(0.5 - 0.2 / 9) * 100:.0f} pp)" in rows[
         "CIFAR-10 cnn: where the removed class's images go (largest confusion increase)"]
     iou = [ours for finding, ours in rows.items() if "stability" in finding]
-    assert iou == ["85.00% ± 7.07%"]
+    assert iou == ["85.00% ± 7.07%; a mask keeps 1,500 weights on average"]   # (1000 + 2000 + 1500 + 1501) / 4
 
 
 def test_mathematics_rows_give_hard_accuracy_per_mask(tmp_path):

@@ -227,7 +227,8 @@ def confusion_diff_figure(confusion: pd.DataFrame, arch: str, number: int | None
         ax.add_patch(Rectangle((-0.5, row - 0.5), len(classes), 1, fill=False, edgecolor="black", linewidth=1.5,
                                clip_on=False))
     colorbar = fig.colorbar(image, cax=fig.add_subplot(grid[:, columns]))
-    colorbar.set_label("change of the share of the true class's images [percentage points]", fontsize=8)
+    colorbar.set_label("change of the share of the true class's images [percentage points]" if rows > 1
+                       else "change of the true class's share [points]", fontsize=8)
     title = FIGURES["confusion_diff"][1].format(number=number, arch=arch_label(arch, arch_names))
     return finish(fig, axes, title, legend=False)
 

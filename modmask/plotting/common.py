@@ -82,7 +82,9 @@ def provenance_text(*tables: pd.DataFrame) -> str:
 def save_figure(fig, out_dir: str | Path, stem: str, footer: str | None = None) -> list[Path]:
     """Save as PDF and PNG (atomically), with a small provenance footer."""
     if footer:
-        fig.text(0.995, 0.005, footer, ha="right", va="bottom", fontsize=6, color="#666666")
+        # hung below the figure's bottom edge (the tight bounding box takes it in), so that it never
+        # overlaps the bottom panels' axis labels
+        fig.text(0.995, 0.0, footer, ha="right", va="top", fontsize=6, color="#666666")
     out_dir = Path(out_dir)
     paths = []
     for ext in ("pdf", "png"):
