@@ -274,13 +274,21 @@ def compile_lock_path() -> str:
     return os.path.join(folder, f"modmask-kernel-compile-{os.getuid() if hasattr(os, 'getuid') else 0}.lock")
 
 
+# A cold compile takes about a minute; a holder that has not let go after this long is stuck (for example
+# a job stopped with SIGSTOP while compiling), and waiting for it would stall this job for good.
+COMPILE_LOCK_WAIT_SECONDS = 600.0
+
+
 @contextlib.contextmanager
-def machine_compile_lock():
+def machine_compile_lock(max_wait: float | None = None):
     """Hold the machine's compile lock: jobs that start together compile the kernels once, cold, and
-    the others wait and then load them from torch's compile cache (seconds instead of a minute each)."""
+    the others wait and then load them from torch's compile cache (seconds instead of a minute each).
+    After ``max_wait`` seconds (default :data:`COMPILE_LOCK_WAIT_SECONDS`) of waiting it compiles without
+    the lock and says so: the holder is stuck, and two compiles at once are only slower."""
     if fcntl is None:
         yield
         return
+    max_wait = COMPILE_LOCK_WAIT_SECONDS if max_wait is None else max_wait
     path = compile_lock_path()
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -290,15 +298,30 @@ def machine_compile_lock():
         yield
         return
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        held = _try_flock(handle)
+        if not held:
             _log.info("waiting for another job on this machine to finish compiling the mask kernels (%s)", path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            deadline = time.monotonic() + max_wait
+            while not held and time.monotonic() < deadline:
+                time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+                held = _try_flock(handle)
+            if not held:
+                _log.warning("the mask kernels' compile lock %s is still held after %.0f s of waiting; the "
+                             "job holding it looks stuck (stopped or hung), so this job compiles without it",
+                             path, max_wait)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _try_flock(handle) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def _signature(args) -> tuple:

@@ -265,6 +265,40 @@ def test_first_compiled_call_is_announced_once_and_waits_for_a_job_compiling_on_
     assert calls == [0] * 6
 
 
+def test_a_stuck_compile_lock_holder_delays_a_job_only_up_to_the_limit(tmp_path, monkeypatch, caplog):
+    import threading
+    import time
+
+    from modmask import gumbel
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    holding, release = threading.Event(), threading.Event()
+
+    def stuck_job():
+        with gumbel.machine_compile_lock():
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=stuck_job)
+    thread.start()
+    holding.wait(5)
+    ran = []
+    started = time.monotonic()
+    with caplog.at_level("INFO", logger="modmask.gumbel"):
+        with gumbel.machine_compile_lock(max_wait=0.5):
+            ran.append(time.monotonic() - started)
+    release.set()
+    thread.join()
+    assert ran and 0.45 <= ran[0] < 3.0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("waiting for another job" in m for m in messages)
+    assert any("looks stuck" in m and "compiles without it" in m for m in messages)
+    # the lock is free again once the stuck holder lets go: the next job takes it at once
+    started = time.monotonic()
+    with gumbel.machine_compile_lock(max_wait=5):
+        assert time.monotonic() - started < 0.5
+
+
 def test_an_unusable_compile_lock_folder_does_not_stop_compiling(tmp_path, monkeypatch, caplog):
     from modmask import gumbel
 
