@@ -78,10 +78,11 @@ def fused_loop_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def linear_modules(module: nn.Module, masked_names) -> list[tuple[str, nn.Module]]:
-    """Plain ``nn.Linear`` submodules (their forward not overridden) whose weight is among ``masked_names``."""
+    """Plain ``nn.Linear`` submodules (their forward overridden neither by a subclass nor on the instance)
+    whose weight is among ``masked_names``."""
     masked = set(masked_names)
     return [(name, sub) for name, sub in module.named_modules()
-            if isinstance(sub, nn.Linear) and type(sub).forward is nn.Linear.forward
+            if isinstance(sub, nn.Linear) and type(sub).forward is nn.Linear.forward and "forward" not in sub.__dict__
             and (f"{name}.weight" if name else "weight") in masked]
 
 

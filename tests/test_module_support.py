@@ -646,7 +646,9 @@ def test_only_plain_masked_linear_layers_are_rerouted():
     class Same(nn.Linear):
         pass
 
-    model = nn.Sequential(nn.Linear(2, 2), Scaled(2, 2), Same(2, 2), nn.Linear(2, 2))
-    names = ["0.weight", "1.weight", "2.weight", "3.bias"]
+    patched = nn.Linear(2, 2)
+    patched.forward = lambda x: 3 * nn.functional.linear(x, patched.weight, patched.bias)   # a user's own patch
+    model = nn.Sequential(nn.Linear(2, 2), Scaled(2, 2), Same(2, 2), nn.Linear(2, 2), patched)
+    names = ["0.weight", "1.weight", "2.weight", "3.bias", "4.weight"]
     assert [name for name, _ in linear_modules(model, names)] == ["0", "2"]
     assert [name for name, _ in linear_modules(nn.Linear(2, 2), ["weight"])] == [""]
