@@ -244,6 +244,27 @@ class MaskedModel(nn.Module):
         """The paper's ``beta * sum(logits) / mask batch size``."""
         return beta * self.mask.regularizer() / batch_size
 
+    def add_regularizer_gradient_(self, beta: float, batch_size: int) -> torch.Tensor:
+        """After ``task_loss.backward()``: add the gradient of :meth:`regularizer` to the trainable logits'
+        gradients in place and return the regulariser's value (without a graph).
+
+        The same numbers as ``(task_loss + regularizer(...)).backward()``: that gradient is one constant,
+        computed here by the same operations on a scalar, and added to each logit gradient by one add, as
+        autograd's accumulation does; but autograd would also make a full-size copy of the constant per
+        logit tensor and add out of place (about 4% of a permuted-MNIST step).
+        """
+        with torch.no_grad():
+            value = self.regularizer(beta, batch_size)
+        unit = torch.zeros((), dtype=value.dtype, device=value.device, requires_grad=True)
+        (beta * unit / batch_size).backward()
+        constant = unit.grad
+        for logit in self.mask.trainable_parameters():
+            if logit.grad is None:   # no gradient from the task: autograd's would be the constant alone
+                logit.grad = torch.full_like(logit, constant.item())
+            else:
+                logit.grad.add_(constant)
+        return value
+
 
 def _in_dims(value, dim):
     if isinstance(value, torch.Tensor):

@@ -356,8 +356,8 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
         inputs, targets = sampler()
         optimizer.zero_grad(set_to_none=True)
         task_loss = loss_fn(forward(masked, inputs), targets)
-        loss = task_loss + masked.regularizer(settings.beta, settings.batch_size)
-        loss.backward()
+        task_loss.backward()
+        loss = task_loss.detach() + masked.add_regularizer_gradient_(settings.beta, settings.batch_size)
         if settings.grad_clip:
             nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
         optimizer.step()
@@ -424,8 +424,8 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
         inputs, targets = sampler()
         optimizer.zero_grad(set_to_none=True)
         task_loss = loss_fn(masked(inputs), targets)
-        loss = task_loss + masked.regularizer(settings.beta, settings.batch_size)
-        loss.backward()
+        task_loss.backward()
+        loss = task_loss.detach() + masked.add_regularizer_gradient_(settings.beta, settings.batch_size)
         for name, keep in movable.items():
             if params[name].grad is not None:
                 params[name].grad.mul_(keep)

@@ -327,3 +327,45 @@ def test_mask_conditions_and_chunked_masked_runs():
     expected = x @ (model.weight * keep.bits["weight"]).T
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(run_in_chunks(WithMask(model, None), x, "cpu", chunk=4), model(x).detach())
+
+
+def test_regularizer_gradient_added_in_place_equals_autograds_bit_for_bit():
+    class WithUnused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second, self.unused = nn.Linear(3, 5), nn.Linear(5, 2), nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.second(torch.relu(self.first(x)))
+
+    torch.manual_seed(0)
+    model = WithUnused()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, beta, batch = torch.randn(8, 3), 3.7e-4, 8
+    grads, values = [], []
+    for in_place in (False, True):
+        mask = WeightMask.for_module(model, initial_logit=1.3)
+        mask.fix("second.weight", torch.full((2, 5), -0.7))   # a fixed logit counts in the value, gets no gradient
+        masked = MaskedModel(model, mask, mask_samples=4, seed=5)
+        task = masked(x).square().mean()
+        if in_place:
+            task.backward()
+            value = task.detach() + masked.add_regularizer_gradient_(beta, batch)
+        else:
+            value = task + masked.regularizer(beta, batch)
+            value.backward()
+        values.append(value.detach())
+        trainable = [n for n in mask.names if n not in mask.fixed_names]
+        assert trainable == ["first.weight", "unused.weight"]
+        grads.append({n: p.grad for n, p in zip(trainable, mask.trainable_parameters())})
+    assert torch.equal(values[0], values[1])
+    assert sorted(grads[1]) == sorted(grads[0])
+    for name in grads[0]:
+        assert torch.equal(grads[0][name], grads[1][name]), name
+    # the unused layer's logits get the regulariser's gradient alone: beta / batch for every entry
+    unused = [g for n, g in grads[1].items() if n.startswith("unused")]
+    assert unused and all(torch.allclose(g, torch.full_like(g, beta / batch)) for g in unused)
+    # the value: beta * (sum of all logits, the fixed ones included) / batch
+    expected = (1.3 * (3 * 5 + 2 * 2) - 0.7 * 2 * 5) * beta / batch
+    assert abs((values[1] - task.detach()).item() - expected) < 1e-9
