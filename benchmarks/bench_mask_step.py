@@ -82,10 +82,10 @@ def measure(args) -> dict:
     mopt = torch.optim.Adam(mask.trainable_parameters(), lr=1e-2)
 
     def mask_step(forward):
-        def step():
+        def step():   # as train_mask does it
             mopt.zero_grad(set_to_none=True)
-            loss = _loss(forward(x), y) + masked.regularizer(1e-4, args.batch)
-            loss.backward()
+            _loss(forward(x), y).backward()
+            masked.add_regularizer_gradient_(1e-4, args.batch)
             mopt.step()
         return step
 
