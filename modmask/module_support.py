@@ -307,12 +307,11 @@ def masked_call(fused: list[tuple[str, nn.Module]], linears: list[tuple[str, nn.
     try:
         if mha is not None:
             mha.set_fastpath_enabled(False)
-        for _, sub in linears:
+        replacements = [(sub, _row_major_linear_forward(sub)) for _, sub in linears]
+        replacements += [(sub, _fused_loop_forward(sub, sub.forward, cache)) for _, sub in fused]
+        for sub, forward in replacements:
             patched.append((sub, sub.__dict__.get("forward", _MISSING)))
-            sub.forward = _row_major_linear_forward(sub)
-        for _, sub in fused:
-            patched.append((sub, sub.__dict__.get("forward", _MISSING)))
-            sub.forward = _fused_loop_forward(sub, sub.forward, cache)
+            sub.forward = forward
         yield
     finally:
         for sub, previous in reversed(patched):

@@ -129,26 +129,29 @@ def snakemake_running_in(workdir: str | Path = ".") -> bool | None:
     return False
 
 
+def _lock_times(workdir) -> list[float]:
+    return [path.stat().st_mtime for path in (Path(workdir) / ".snakemake" / "locks").glob("*.lock")]
+
+
 def stale_locks(workdir: str | Path = ".") -> bool:
     """Lock files in ``workdir`` that no Snakemake process on this machine holds: a run killed without
     cleaning up left them (or the run is on another machine)."""
-    locks = list((Path(workdir) / ".snakemake" / "locks").glob("*.lock"))
-    return bool(locks) and snakemake_running_in(workdir) is False
+    return bool(_lock_times(workdir)) and snakemake_running_in(workdir) is False
 
 
 def run_started(workdir: str | Path = ".") -> float | None:
     """When the Snakemake run now working in ``workdir`` started (its lock files' time), or None when none
     holds the folder (no locks, or locks that no Snakemake process on this machine holds)."""
-    times = [path.stat().st_mtime for path in (Path(workdir) / ".snakemake" / "locks").glob("*.lock")]
+    times = _lock_times(workdir)
     if not times or snakemake_running_in(workdir) is False:
         return None
     return min(times)
 
 
-def _in_progress_markers(workdir, rule_of, now):
+def _in_progress_markers(workdir, rule_of, now, started):
+    """(live, job) per ``incomplete`` marker; ``started``: :func:`run_started` of ``workdir``."""
     folder = Path(workdir) / ".snakemake" / "incomplete"
     now = time.time() if now is None else now
-    started = run_started(workdir)
     for path, output in _records(folder):
         mtime = path.stat().st_mtime
         # a marker older than the live run's locks was left by a run that died: its job runs no more
@@ -159,13 +162,13 @@ def _in_progress_markers(workdir, rule_of, now):
 def running_jobs(workdir: str | Path = ".", rule_of: dict[str, str] | None = None, now: float | None = None):
     """Outputs of the jobs in progress (Snakemake's ``incomplete`` markers written since the live run
     started), their rule if an earlier run recorded it, and how long ago each started (the marker's age)."""
-    return [job for live, job in _in_progress_markers(workdir, rule_of, now) if live]
+    return [job for live, job in _in_progress_markers(workdir, rule_of, now, run_started(workdir)) if live]
 
 
 def interrupted_jobs(workdir: str | Path = ".", rule_of: dict[str, str] | None = None, now: float | None = None):
     """Jobs a run that died left unfinished (markers older than the live run, or any marker when no run
     holds the folder): the next run starts them again, from their checkpoint where they write one."""
-    return [job for live, job in _in_progress_markers(workdir, rule_of, now) if not live]
+    return [job for live, job in _in_progress_markers(workdir, rule_of, now, run_started(workdir)) if not live]
 
 
 _JOB_STATS = re.compile(r"^Job stats:\n.*?\n-+\s+-+\n(.*?)^total\s+(\d+)", re.MULTILINE | re.DOTALL)
@@ -225,13 +228,16 @@ def progress(snakemake_args: list[str], cores: int, workdir: str | Path = ".") -
     jobs = parse_jobs(text)
     rule_of.update({output: rule for output, (rule, _) in jobs.items()})
     to_do = parse_job_stats(text)
-    running = running_jobs(workdir, rule_of)
-    interrupted = interrupted_jobs(workdir, rule_of)
+    started = run_started(workdir)   # one look at the processes for the markers and the locks
+    markers = list(_in_progress_markers(workdir, rule_of, None, started))
+    running = [job for live, job in markers if live]
+    interrupted = [job for live, job in markers if not live]
+    stale = started is None and bool(_lock_times(workdir))   # locks, but no Snakemake process holds them
     logs = {output: Path(workdir) / log for output, (_, log) in jobs.items() if log}
     unknown = sorted(rule for rule in to_do if rule not in typical and rule != "all")
     return Progress(to_do, typical, running, cores, unknown,
                     {output: line for output, *_ in running if (line := last_line(logs.get(output, Path("/-"))))},
-                    interrupted, stale_locks(workdir))
+                    interrupted, stale)
 
 
 def report(state: Progress) -> str:

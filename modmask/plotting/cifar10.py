@@ -197,22 +197,21 @@ def confusion_diff_figure(confusion: pd.DataFrame, arch: str, number: int | None
         raise ValueError(f"CIFAR-10 'confusion' table has no without_<class> mask rows for arch {arch!r}")
     if mask_rows(confusion, arch, CONTROL).empty:
         raise ValueError(f"CIFAR-10 'confusion' table has no {CONTROL!r} mask rows for arch {arch!r}")
-    shown = removed
     differences = {c: confusion_difference(confusion, arch, c) * 100 for c in removed}
     limit = max(float(np.nanmax(np.abs(d.to_numpy()))) for d in differences.values()) or 1.0
-    columns = min(5, len(shown))
-    rows = int(np.ceil(len(shown) / columns))
+    columns = min(5, len(removed))
+    rows = int(np.ceil(len(removed) / columns))
     fig = plt.figure(figsize=(2.7 * columns + 0.5, 3.0 * rows + 0.7))
     grid = fig.add_gridspec(rows, columns + 1, width_ratios=[1] * columns + [0.05])
-    axes = [fig.add_subplot(grid[i // columns, i % columns]) for i in range(len(shown))]
+    axes = [fig.add_subplot(grid[i // columns, i % columns]) for i in range(len(removed))]
     image = None
     short = [short_class(c) for c in classes]
     ticks = np.arange(len(classes))
-    for index, (ax, c) in enumerate(zip(axes, shown)):
+    for index, (ax, c) in enumerate(zip(axes, removed)):
         ax.set_title(c, fontsize=10)
         ax.grid(False)
         # class names on the outer panels only: every panel has the same axes (and it is much faster to draw)
-        bottom, left = index + columns >= len(shown), index % columns == 0
+        bottom, left = index + columns >= len(removed), index % columns == 0
         ax.set_xticks(ticks, short, rotation=90)
         ax.set_yticks(ticks, short)
         ax.tick_params(length=0, labelsize=7, labelbottom=bottom, labelleft=left)
