@@ -226,9 +226,9 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
     if manifest is None:
         carried = carried_runs(reference, experiment)
         if not carried:
-            return f"No reference run of this experiment is kept yet (`reference/{experiment}/` is empty).\n"
+            return f"No reference run of this experiment is kept yet (`{link_prefix}/{experiment}/` is empty).\n"
         return (f"No finished reference run of this experiment is kept yet. A run under way across sessions "
-                f"carries its progress in `reference/{experiment}/progress/` (`python -m modmask.carry`); "
+                f"carries its progress in `{link_prefix}/{experiment}/progress/` (`python -m modmask.carry`); "
                 f"finished tasks per run: " + ", ".join(f"{run} {tasks}" for run, tasks in carried.items()) + ".\n")
     lines = [f"Reference run ({', '.join(manifest['scale'])} scale), {manifest['date']}, {manifest['machine']}"
              + (f", wall time {manifest['wall_time']}" if manifest.get("wall_time") else "")
@@ -284,19 +284,29 @@ def gallery_block(reference: str | Path = "reference", link_prefix: str = "refer
     return "\n".join(lines)
 
 
-def _block_pattern(experiment: str) -> re.Pattern:
-    return re.compile(rf"(<!-- reference:{re.escape(experiment)} -->\n)(.*?)(<!-- /reference:{re.escape(experiment)} -->)",
-                      re.DOTALL)
+# A generated block: <!-- reference:NAME --> ... <!-- /reference:NAME -->. NAME is "gallery", an experiment
+# (reference/<experiment>/), or "<folder>/<experiment>": a second run of the experiment kept beside the main one,
+# e.g. quick/permuted_mnist, the quick-scale run of an experiment whose main reference is a long run.
+_BLOCK = re.compile(r"(?P<open><!-- reference:(?P<name>[\w.-]+(?:/[\w.-]+)*) -->\n)(?P<body>.*?)"
+                    r"(?P<close><!-- /reference:(?P=name) -->)", re.DOTALL)
+
+
+def _block(name: str, reference: Path) -> str:
+    if name == GALLERY:
+        return gallery_block(reference)
+    folder, _, experiment = name.rpartition("/")
+    if experiment not in EXPERIMENTS:
+        raise ReferenceError(f"the README block <!-- reference:{name} --> names no experiment; its name must be "
+                             f"one of {sorted(EXPERIMENTS)}, optionally after a folder of reference/ "
+                             f"(e.g. quick/permuted_mnist), or {GALLERY!r}")
+    link_prefix = "/".join(part for part in ("reference", folder) if part)
+    return readme_block(experiment, reference / folder if folder else reference, link_prefix)
 
 
 def render_readme(text: str, reference: str | Path = "reference") -> str:
     """``text`` with every generated block rewritten from ``reference``."""
-    for experiment in [*EXPERIMENTS, GALLERY]:
-        pattern = _block_pattern(experiment)
-        if pattern.search(text):
-            block = gallery_block(reference) if experiment == GALLERY else readme_block(experiment, reference)
-            text = pattern.sub(lambda m: m.group(1) + block + m.group(3), text)
-    return text
+    reference = Path(reference)
+    return _BLOCK.sub(lambda m: m.group("open") + _block(m.group("name"), reference) + m.group("close"), text)
 
 
 # ---- comparing a run with the reference -----------------------------------------------------------
@@ -327,26 +337,54 @@ def verdict(ours: str, theirs: str, spread: float = 2.0) -> str:
     return "agrees"
 
 
+def _scales_of_run(experiment: str, results: Path) -> set[str]:
+    """The scales recorded in a results tree's tables of ``experiment`` (empty where none says)."""
+    for folder in EXPERIMENTS[experiment][1]:
+        for path in sorted((results / folder).glob("*.parquet")):
+            df = read_parquet(path)
+            if "scale" in df.columns and len(df):
+                return set(df["scale"].astype(str))
+    return set()
+
+
+def kept_runs(reference: str | Path, experiment: str) -> list[tuple[Path, dict]]:
+    """The kept runs of ``experiment``: ``reference/<experiment>`` first, then those in folders of
+    ``reference/`` (``reference/quick/<experiment>``), each as (the folder that holds it, its manifest)."""
+    reference = Path(reference)
+    roots = [reference]
+    if reference.is_dir():
+        roots += sorted(p for p in reference.iterdir()
+                        if p.is_dir() and p.name not in EXPERIMENTS and not p.name.startswith("."))
+    return [(root, manifest) for root in roots if (manifest := load_manifest(root, experiment)) is not None]
+
+
 def compare(results: str | Path, reference: str | Path = "reference", spread: float = 2.0) -> pd.DataFrame:
-    """Every finding of the reference beside the same finding of ``results``, with a verdict."""
+    """Every finding of the reference beside the same finding of ``results``, with a verdict. Where an
+    experiment has kept runs of several scales, the one of ``results``' scale is compared."""
     records = []
     for experiment in EXPERIMENTS:
-        if load_manifest(reference, experiment) is None:
+        runs = kept_runs(reference, experiment)
+        if not runs:
             continue
+        scales = _scales_of_run(experiment, Path(results))
+        root, _ = next(((r, m) for r, m in runs if scales & set(m.get("scale", []))), runs[0])
         ours = dict((a, c) for a, _, c in findings(experiment, results))
-        for finding, paper, value in findings(experiment, reference):
+        for finding, paper, value in findings(experiment, root):
             mine = ours.get(finding)
-            records.append({"experiment": experiment, "finding": finding, "paper": paper, "reference": value,
+            records.append({"experiment": experiment, "kept_run": (Path(reference).name / root.relative_to(reference)
+                                                                   / experiment).as_posix(), "finding": finding,
+                            "paper": paper, "reference": value,
                             "yours": mine if mine is not None else "(not in your run)",
                             "verdict": verdict(mine, value, spread) if mine is not None else "missing"})
-    return pd.DataFrame(records, columns=["experiment", "finding", "paper", "reference", "yours", "verdict"])
+    return pd.DataFrame(records, columns=["experiment", "kept_run", "finding", "paper", "reference", "yours",
+                                          "verdict"])
 
 
 def compare_markdown(df: pd.DataFrame) -> str:
-    lines = ["| finding | paper | reference | yours | verdict |", "|---|---|---|---|---|"]
+    lines = ["| finding | paper | reference | yours | verdict | kept run |", "|---|---|---|---|---|---|"]
     for r in df.itertuples():
         mark = f"**{r.verdict}**" if r.verdict in ("differs", "missing") else r.verdict
-        lines.append(f"| {r.finding} | {r.paper} | {r.reference} | {r.yours} | {mark} |")
+        lines.append(f"| {r.finding} | {r.paper} | {r.reference} | {r.yours} | {mark} | {r.kept_run} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,20 +18,21 @@ PROVENANCE = {"experiment": "permuted_mnist", "scale": "long", "config_hash": "c
 LAYER2_TASK2 = {("normal", 0): 0.02, ("normal", 1): 0.04, ("used2_new-1", 0): 0.90, ("used2_new-1", 1): 0.94}
 
 
-def write_pm_results(root: Path, own_mask_accuracy=(0.90, 0.80), png=True) -> Path:
+def write_pm_results(root: Path, own_mask_accuracy=(0.90, 0.80), png=True, scale="long") -> Path:
     """A permuted-MNIST results tree with hand-chosen numbers (2 variants x 2 seeds x tasks 0-2)."""
+    provenance = {**PROVENANCE, "scale": scale}
     sharing, accuracy = [], []
     for (variant, seed), layer2 in LAYER2_TASK2.items():
         for task in range(3):
             for layer, value in (("layers.1.weight", layer2 if task == 2 else 0.01), ("layers.2.weight", 0.3),
                                  ("layers.3.weight", 0.6), (TOTAL, 0.5 if variant == "normal" else 0.9)):
-                sharing.append({**PROVENANCE, "variant": variant, "seed": seed, "task": task, "layer": layer,
+                sharing.append({**provenance, "variant": variant, "seed": seed, "task": task, "layer": layer,
                                 "shared_fraction": value if task else float("nan")})
-            accuracy.append({**PROVENANCE, "variant": variant, "seed": seed, "task": task, "mask": "own_mask",
+            accuracy.append({**provenance, "variant": variant, "seed": seed, "task": task, "mask": "own_mask",
                              "accuracy": own_mask_accuracy[seed]})
     # frozen share of layers 2 / 3 / 4 after tasks 0, 1, 2: the output layer fills first
     frozen = {0: (0.004, 0.07, 0.5), 1: (0.01, 0.2, 0.8), 2: (0.05, 0.4, 0.98)}
-    layers = [{**PROVENANCE, "variant": variant, "seed": seed, "task": task, "layer": f"layers.{i + 1}.weight",
+    layers = [{**provenance, "variant": variant, "seed": seed, "task": task, "layer": f"layers.{i + 1}.weight",
                "frozen_fraction": frozen[task][i]}
               for variant, seed in LAYER2_TASK2 for task in range(3) for i in range(3)]
     write_parquet(pd.DataFrame(layers), root / "permuted_mnist" / "layers.parquet")
@@ -143,6 +144,30 @@ def test_compare_flags_findings_beyond_the_seed_spread(tmp_path, capsys):
     assert df.loc[df["finding"].str.contains("normal init.*accuracy", regex=True), "verdict"].tolist() == ["differs"]
     assert ref.main(["compare", str(other), "--reference", str(reference), "--out", str(tmp_path / "c.md")]) == 0
     assert "**differs**" in capsys.readouterr().out and "**differs**" in (tmp_path / "c.md").read_text()
+
+
+def test_a_quick_run_kept_beside_a_long_one_has_its_own_block_and_is_what_a_quick_run_is_compared_with(tmp_path):
+    reference = tmp_path / "reference"
+    long_run = write_pm_results(tmp_path / "long")
+    ref.export("permuted_mnist", long_run, reference, long_run / "figures", date="2026-12-05")
+    # the same tables at quick scale, with a lower accuracy
+    quick_run = write_pm_results(tmp_path / "quick", own_mask_accuracy=(0.50, 0.52), scale="quick")
+    ref.export("permuted_mnist", quick_run, reference / "quick", quick_run / "figures", date="2026-12-07")
+    text = ("<!-- reference:permuted_mnist -->\n<!-- /reference:permuted_mnist -->\n"
+            "<!-- reference:quick/permuted_mnist -->\n<!-- /reference:quick/permuted_mnist -->\n")
+    text = ref.render_readme(text, reference)
+    main, quick = text.split("<!-- reference:quick/permuted_mnist -->")
+    assert "Reference run (long scale), 2026-12-05" in main and "test accuracy with its mask, mean over tasks | high | 85.0% ± 7.1% |" in main
+    # (50% + 52%) / 2 = 51.0%, sample std of 0.50, 0.52 = 0.01414 -> 1.4%
+    assert "Reference run (quick scale), 2026-12-07" in quick and "| high | 51.0% ± 1.4% |" in quick
+    assert "![fig3](reference/quick/permuted_mnist/figures/permuted_mnist/fig3.png)" in quick
+    assert ref.render_readme(text, reference) == text
+    # each run is compared with the kept run of its own scale, and the table says which
+    for run, kept in ((quick_run, "reference/quick/permuted_mnist"), (long_run, "reference/permuted_mnist")):
+        df = ref.compare(run, reference)
+        assert set(df["kept_run"]) == {kept} and (df["verdict"] == "agrees").all()
+    with pytest.raises(ref.ReferenceError, match="<!-- reference:quick/mnist --> names no experiment"):
+        ref.render_readme("<!-- reference:quick/mnist -->\n<!-- /reference:quick/mnist -->\n", reference)
 
 
 def _record(workdir: Path, output: str, rule: str, start: float, end: float) -> None:
