@@ -208,6 +208,17 @@ def scan_rows(results: Path) -> list[tuple[str, str, str]]:
     for arch in dict.fromkeys(accuracy["arch"]):
         a = accuracy[accuracy["arch"] == arch]
         pretrained, direct = a[a["network"] == "pretrained"], a[a["network"] == "direct"]
+        splits = {"simple": "simple", **SCAN_SPLITS}
+        for mask, label in (("none", "without a mask"), ("simple", "through the full-problem (IID) mask")):
+            per_split = [pretrained[(pretrained["mask"] == mask) & (pretrained["test_split"] == split)]
+                         .set_index("seed")["accuracy"] for split in splits]
+            if any(values.empty for values in per_split):
+                continue
+            single = all(len(values) == 1 for values in per_split)  # one seed: say so once, not per number
+            text = (" / ".join(f"{values.iloc[0] * 100:.1f}%" for values in per_split) + " (one seed)" if single
+                    else " / ".join(_ms(values, True) for values in per_split))
+            rows.append((f"SCAN {arch}: the IID-trained network {label}, on the {' / '.join(splits.values())} "
+                         "test sets", "solves every test set", text))
         for split, label in SCAN_SPLITS.items():
             on_test = pretrained[pretrained["test_split"] == split]
             iid = on_test[on_test["mask"] == "simple"].set_index("seed")["accuracy"]

@@ -45,6 +45,16 @@ def test_double_add_sharing_is_compared_with_the_add_mul_network_of_the_same_inn
     assert rows["double add wide: pair-1 mask inverted, accuracy on pair 1 / pair 2"] == "50.0% ± 0.0% / 50.0% ± 0.0%"
 
 
+def scan_rows_of_seed_0(tmp_path, accuracy: pd.DataFrame, weights: pd.DataFrame) -> dict[str, str]:
+    from modmask.summary import scan_rows
+
+    folder = tmp_path / "seed0"
+    (folder / "scan").mkdir(parents=True)
+    accuracy[accuracy["seed"] == 0].to_parquet(folder / "scan" / "accuracy.parquet")
+    weights[weights["seed"] == 0].to_parquet(folder / "scan" / "output_weights.parquet")
+    return {finding: ours for finding, _, ours in scan_rows(folder)}
+
+
 def test_scan_rows_compare_the_iid_mask_with_the_split_mask_and_single_out_i_jump(tmp_path):
     from modmask.summary import scan_rows
 
@@ -60,6 +70,12 @@ def test_scan_rows_compare_the_iid_mask_with_the_split_mask_and_single_out_i_jum
                 {"arch": "lstm", "seed": seed, "network": "direct", "trained_on": split, "mask": "none",
                  "test_split": split, "accuracy": 0.05},
             ]
+        for split, no_mask in (("simple", 0.99), ("length", 0.9 - 0.1 * seed), ("addprim_jump", 0.98),
+                               ("addprim_turn_left", 0.97)):
+            accuracy.append({"arch": "lstm", "seed": seed, "network": "pretrained", "trained_on": "simple",
+                             "mask": "none", "test_split": split, "accuracy": no_mask})
+        accuracy.append({"arch": "lstm", "seed": seed, "network": "pretrained", "trained_on": "simple",
+                         "mask": "simple", "test_split": "simple", "accuracy": 1.0})
     weights = [{"arch": "lstm", "seed": seed, "mask": "addprim_jump", "token": token, "removed_fraction": value}
                for seed in (0, 1) for token, value in
                [("<eos>", 0.9), ("I_JUMP", 0.5 + 0.1 * seed), ("I_WALK", 0.1), ("I_RUN", 0.3)]]
@@ -70,6 +86,15 @@ def test_scan_rows_compare_the_iid_mask_with_the_split_mask_and_single_out_i_jum
     assert rows["SCAN lstm, add jump test set: full-problem (IID) mask vs the split's own mask"] == \
         "80.0% ± 14.1% vs 20.0% ± 14.1%"
     assert rows["SCAN lstm, length test set: network trained directly on the split (Fig. 16)"] == "5.0% ± 0.0%"
+    # length without a mask: seeds 90% and 80% -> 85.0% ± 7.1%; the IID mask: 100% on simple, then (0.9, 0.7)
+    assert rows["SCAN lstm: the IID-trained network without a mask, on the simple / length / add jump / add turn "
+                "left test sets"] == "99.0% ± 0.0% / 85.0% ± 7.1% / 98.0% ± 0.0% / 97.0% ± 0.0%"
+    assert rows["SCAN lstm: the IID-trained network through the full-problem (IID) mask, on the simple / length / "
+                "add jump / add turn left test sets"] == "100.0% ± 0.0% / 80.0% ± 14.1% / 80.0% ± 14.1% / 80.0% ± 14.1%"
+    # one seed: the numbers, then "(one seed)" once
+    one = scan_rows_of_seed_0(tmp_path, pd.DataFrame(accuracy), pd.DataFrame(weights))
+    assert one["SCAN lstm: the IID-trained network without a mask, on the simple / length / add jump / add turn "
+               "left test sets"] == "99.0% / 90.0% / 98.0% / 97.0% (one seed)"
     jump = [ours for finding, ours in rows.items() if "I_JUMP" in finding]
     # I_JUMP 55% ± 7.1%; the other actions 20% (mean of I_WALK, I_RUN; <eos> is not an action)
     assert jump == ["55.0% ± 7.1% vs 20.0% ± 0.0%"]
