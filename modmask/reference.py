@@ -314,25 +314,30 @@ _MEAN_STD = re.compile(r"(-?\d+(?:\.\d+)?)\s*(%|×)?\s*±\s*(\d+(?:\.\d+)?)")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
+def _resolution(number: str) -> float:
+    """One unit of the last printed digit of ``number`` ("0.0" -> 0.1, "3" -> 1)."""
+    return 10.0 ** -len(number.partition(".")[2])
+
+
 def _values(text: str) -> list[tuple[float, float | None]]:
-    """The numbers of a finding: ``(mean, std)`` for each "m ± s", else ``(value, None)``."""
-    pairs = [(float(m), float(s)) for m, _, s in _MEAN_STD.findall(text)]
+    """The numbers of a finding: ``(mean, std)`` for each "m ± s", else ``(value, None)``. A printed std is
+    never taken as smaller than one unit of its last digit: "± 0.0" says the spread is below 0.05, not 0."""
+    pairs = [(float(m), max(float(s), _resolution(s))) for m, _, s in _MEAN_STD.findall(text)]
     if pairs:
         return pairs
     return [(float(v), None) for v in _NUMBER.findall(re.sub(r"β=\S+", "", text))]
 
 
 def verdict(ours: str, theirs: str, spread: float = 2.0) -> str:
-    """``"agrees"``, ``"differs"`` (a mean apart by more than ``spread`` x the larger std, or x one
-    unit of the last printed digit when both stds are 0) or ``"no spread"`` (single values: compare by eye)."""
+    """``"agrees"``, ``"differs"`` (a mean apart by more than ``spread`` x the larger std, a printed std
+    counting as at least one unit of its last digit) or ``"no spread"`` (single values: compare by eye)."""
     a, b = _values(ours), _values(theirs)
     if not a or len(a) != len(b):
         return "not comparable"
     if any(s is None for _, s in a + b):
         return "no spread" if a != b else "agrees"
     for (m1, s1), (m2, s2) in zip(a, b):
-        tolerance = spread * max(s1, s2, 1e-9)
-        if abs(m1 - m2) > tolerance and not math.isclose(m1, m2):
+        if abs(m1 - m2) > spread * max(s1, s2) and not math.isclose(m1, m2):
             return "differs"
     return "agrees"
 

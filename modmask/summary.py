@@ -124,6 +124,9 @@ def sweep_rows(results: Path) -> list[tuple[str, str, str]]:
     layers = _table(results, "addmul/sweeps/layers", ("arch", "layer", "size"))
     sizes = layers[layers["layer"] == TOTAL].drop_duplicates("arch").set_index("arch")["size"]
     total = sharing[(sharing["layer"] == TOTAL) & (sharing["mask"] == "add")]
+    # how well the mul mask still multiplies: where a β or a size is past the useful range
+    accuracy = _table(results, "addmul/sweeps/accuracy", ("arch", "beta", "mask", "inverted", "operation", "accuracy"))
+    mul = accuracy[(accuracy["mask"] == "mul") & (accuracy["operation"] == "mul") & ~accuracy["inverted"]]
     rows = []
     for arch, group in total.groupby("arch"):
         by_beta = group.groupby("beta")["shared_fraction"].mean()
@@ -131,6 +134,9 @@ def sweep_rows(results: Path) -> list[tuple[str, str, str]]:
             text = ", ".join(f"β={b:g}: {v * 100:.0f}%" for b, v in by_beta.items())
             rows.append((f"sweep: total sharing of the add mask vs β, {arch}", "fairly flat over 1e-5..1e-3 (Fig. 8)",
                          text))
+            mul_by_beta = mul[mul["arch"] == arch].groupby("beta")["accuracy"].mean()
+            rows.append((f"sweep: accuracy of the mul mask on mul vs β, {arch}", "high up to large β (Fig. 8)",
+                         ", ".join(f"β={b:g}: {v * 100:.1f}%" for b, v in mul_by_beta.items())))
     common = set.intersection(*(set(g["beta"]) for _, g in total.groupby("arch")))
     if common:
         beta = sorted(common)[len(common) // 2]
@@ -139,6 +145,9 @@ def sweep_rows(results: Path) -> list[tuple[str, str, str]]:
         rows.append((f"sweep: total sharing of the add mask vs network size (β={beta:g})",
                      "decreases as the network grows (Fig. 9)",
                      ", ".join(f"{a} ({sizes.get(a, 0) / 1e3:.0f}k): {at[a] * 100:.0f}%" for a in order)))
+        mul_at = mul[mul["beta"] == beta].groupby("arch")["accuracy"].mean()
+        rows.append((f"sweep: accuracy of the mul mask on mul vs network size (β={beta:g})", "high",
+                     ", ".join(f"{a}: {mul_at[a] * 100:.1f}%" for a in order if a in mul_at.index)))
     return rows
 
 

@@ -121,7 +121,11 @@ def test_the_repositorys_readme_agrees_with_its_reference_folder():
 @pytest.mark.parametrize("ours, theirs, expected", [
     ("85.0% ± 7.1%", "80.0% ± 5.0%", "agrees"),        # 5 apart, within 2 x 7.1
     ("85.0% ± 1.0%", "80.0% ± 2.0%", "differs"),       # 5 apart, beyond 2 x 2.0
-    ("2.95 ± 0.01× / 1 ± 0", "2.95 ± 0.01× / 3 ± 0", "differs"),
+    ("2.95 ± 0.01× / 1 ± 0", "2.95 ± 0.01× / 4 ± 0", "differs"),  # "± 0" counts as ± 1: 3 apart, beyond 2 x 1
+    ("2.95 ± 0.01× / 1 ± 0", "2.95 ± 0.01× / 3 ± 0", "agrees"),   # 2 apart: within 2 x 1
+    # "± 0.0%" says the spread is below 0.05, so it counts as 0.1: 0.1 apart agrees, 0.3 apart differs
+    ("100.0% ± 0.0% / 99.9% ± 0.0%", "100.0% ± 0.0% / 100.0% ± 0.0%", "agrees"),
+    ("99.7% ± 0.0%", "100.0% ± 0.0%", "differs"),
     ("82% / 63%", "82% / 63%", "agrees"),
     ("82% / 63%", "82% / 60%", "no spread"),
     ("85% ± 1%", "n/a", "not comparable"),

@@ -181,3 +181,29 @@ def test_cifar10_mask_length_rows_compare_the_probes_last_steps(tmp_path):
     # drops: 1 - 0.3 / 0.6 = 50%, 1 - 0.15 / 0.6 = 75%; the control lost 1 point of the unmasked 65%
     assert ours == ("8,000 steps at lr 0.001: control -1.0 points, keeps 80.0%; cat drops 50%; "
                     "800 steps at lr 0.01: control -1.0 points, keeps 75.0%; cat drops 75%")
+
+
+def test_sweep_rows_give_sharing_and_the_mul_masks_accuracy_per_beta_and_size(tmp_path):
+    from modmask.summary import sweep_rows
+    from modmask.metrics import TOTAL
+
+    folder = tmp_path / "addmul" / "sweeps"
+    folder.mkdir(parents=True)
+    sharing, accuracy = [], []
+    for arch, betas in (("small", [1e-4]), ("big", [1e-5, 1e-4, 1e-3])):
+        for beta in betas:
+            share = {"small": 0.6, "big": 0.5 - beta * 100}[arch]  # big: 0.4990, 0.49, 0.4
+            sharing.append({"arch": arch, "beta": beta, "mask": "add", "layer": TOTAL, "shared_fraction": share})
+            for inverted, value in ((False, 0.9 if arch == "small" else 1.0 - beta * 300), (True, 0.01)):
+                accuracy.append({"arch": arch, "beta": beta, "mask": "mul", "inverted": inverted, "operation": "mul",
+                                 "accuracy": value})
+    pd.DataFrame(sharing).to_parquet(folder / "sharing.parquet")
+    pd.DataFrame(accuracy).to_parquet(folder / "accuracy.parquet")
+    pd.DataFrame({"arch": ["small", "big"], "layer": [TOTAL] * 2, "size": [70_000, 700_000]}).to_parquet(
+        folder / "layers.parquet")
+    rows = {finding: ours for finding, _, ours in sweep_rows(tmp_path)}
+    assert rows["sweep: total sharing of the add mask vs β, big"] == "β=1e-05: 50%, β=0.0001: 49%, β=0.001: 40%"
+    # not inverted only: 1 - 300 beta = 99.7%, 97.0%, 70.0%
+    assert rows["sweep: accuracy of the mul mask on mul vs β, big"] == "β=1e-05: 99.7%, β=0.0001: 97.0%, β=0.001: 70.0%"
+    assert rows["sweep: total sharing of the add mask vs network size (β=0.0001)"] == "small (70k): 60%, big (700k): 49%"
+    assert rows["sweep: accuracy of the mul mask on mul vs network size (β=0.0001)"] == "small: 90.0%, big: 97.0%"
