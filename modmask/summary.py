@@ -19,6 +19,15 @@ def _table(results: Path, name: str, columns) -> pd.DataFrame:
     return read_table(results / f"{name}.parquet", columns, allow_empty=name in MAY_BE_EMPTY)
 
 
+def _ms_joined(series: list[pd.Series], percent: bool = True, digits: int = 1, sep: str = " / ") -> str:
+    """Several findings side by side: "mean ± std" each, or, where every one has a single value, the values
+    and "(one seed)" once."""
+    if all(len(values) == 1 for values in series):
+        scale, unit = (100.0, "%") if percent else (1.0, "")
+        return sep.join(f"{values.iloc[0] * scale:.{digits}f}{unit}" for values in series) + " (one seed)"
+    return sep.join(_ms(values, percent, digits) for values in series)
+
+
 def _ms(values: pd.Series, percent: bool = False, digits: int = 1, of: str = "seed", unit: str | None = None) -> str:
     """"mean ± std" of ``values`` (one per ``of``); a single value has no spread and says so. ``unit``
     follows each number (default "%" with ``percent``, else nothing)."""
@@ -223,11 +232,8 @@ def scan_rows(results: Path) -> list[tuple[str, str, str]]:
                          .set_index("seed")["accuracy"] for split in splits]
             if any(values.empty for values in per_split):
                 continue
-            single = all(len(values) == 1 for values in per_split)  # one seed: say so once, not per number
-            text = (" / ".join(f"{values.iloc[0] * 100:.1f}%" for values in per_split) + " (one seed)" if single
-                    else " / ".join(_ms(values, True) for values in per_split))
             rows.append((f"SCAN {arch}: the IID-trained network {label}, on the {' / '.join(splits.values())} "
-                         "test sets", "solves every test set", text))
+                         "test sets", "solves every test set", _ms_joined(per_split)))
         for split, label in SCAN_SPLITS.items():
             on_test = pretrained[pretrained["test_split"] == split]
             iid = on_test[on_test["mask"] == "simple"].set_index("seed")["accuracy"]
@@ -338,7 +344,7 @@ def mathematics_rows(results: Path) -> list[tuple[str, str, str]]:
                     for m in ("none", "control", "easy")}
         rows.append((f"Mathematics {task_label(task)}: hard test accuracy, no mask / control mask / easy-only mask "
                      "(Fig. 5)", "the easy mask loses accuracy on hard",
-                     " / ".join(_ms(per_mask[m], True) for m in ("none", "control", "easy"))))
+                     _ms_joined([per_mask[m] for m in ("none", "control", "easy")])))
     return rows
 
 

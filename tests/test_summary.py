@@ -159,6 +159,10 @@ def test_mathematics_rows_give_hard_accuracy_per_mask(tmp_path):
     # hard only; mean ± sample std over the seeds: (0.6, 0.8), (0.5, 0.7), (0.1, 0.3)
     assert found == {"Mathematics sort: hard test accuracy, no mask / control mask / easy-only mask (Fig. 5)":
                      "70.0% ± 14.1% / 60.0% ± 14.1% / 20.0% ± 14.1%"}
+    # one seed: the three values, then "(one seed)" once
+    pd.DataFrame([r for r in rows if r["seed"] == 0]).to_parquet(tmp_path / "mathematics" / "accuracy.parquet")
+    found = {finding: ours for finding, _, ours in mathematics_rows(tmp_path)}
+    assert list(found.values()) == ["60.0% / 50.0% / 10.0% (one seed)"]
 
 
 def test_cifar10_mask_length_rows_compare_the_probes_last_steps(tmp_path):
