@@ -80,12 +80,18 @@ def _stop_fake_runs():
         run = _FAKE_RUNS.pop()
         run.kill()
         run.wait()
+        if run.stdout is not None:
+            run.stdout.close()
 
 
 def _fake_snakemake(workdir) -> subprocess.Popen:
     """A process that looks like a Snakemake run working in ``workdir`` (its cwd; "snakemake" in argv)."""
-    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake"], cwd=workdir)
+    run = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)",
+                            "snakemake"], cwd=workdir, stdout=subprocess.PIPE, text=True)
     _FAKE_RUNS.append(run)
+    # wait until it runs: between fork and exec the child already has its cwd but still the parent's argv,
+    # and a busy machine stretches that window (this test failed so under load)
+    assert run.stdout.readline() == "up\n"
     return run
 
 
@@ -143,9 +149,6 @@ def test_locks_that_no_snakemake_process_holds_are_stale(tmp_path):
     elsewhere = _fake_snakemake(tmp_path / "other")
     assert pg.snakemake_running_in(tmp_path) is False   # a process in another folder does not count
     run = _fake_snakemake(tmp_path)
-    deadline = time.time() + 10
-    while pg.snakemake_running_in(tmp_path) is not True and time.time() < deadline:
-        time.sleep(0.05)   # until the child has its argv
     assert pg.snakemake_running_in(tmp_path) is True and not pg.stale_locks(tmp_path)
     assert [o for o, *_ in pg.running_jobs(tmp_path)] == ["results/a.pt"]
     run.kill(), elsewhere.kill()
