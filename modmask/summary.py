@@ -19,13 +19,18 @@ def _table(results: Path, name: str, columns) -> pd.DataFrame:
     return read_table(results / f"{name}.parquet", columns, allow_empty=name in MAY_BE_EMPTY)
 
 
-def _ms_joined(series: list[pd.Series], percent: bool = True, digits: int = 1, sep: str = " / ") -> str:
-    """Several findings side by side: "mean ± std" each, or, where every one has a single value, the values
-    and "(one seed)" once."""
+def _ms_joined(series: list[pd.Series], percent: bool = True, digits: int = 1, sep: str = " / ",
+               labels: list[str] | None = None) -> str:
+    """Several findings side by side (each after its label, if given): "mean ± std" each, or, where every
+    one has a single value, the values and "(one seed)" once."""
     if all(len(values) == 1 for values in series):
         scale, unit = (100.0, "%") if percent else (1.0, "")
-        return sep.join(f"{values.iloc[0] * scale:.{digits}f}{unit}" for values in series) + " (one seed)"
-    return sep.join(_ms(values, percent, digits) for values in series)
+        texts, suffix = [f"{values.iloc[0] * scale:.{digits}f}{unit}" for values in series], " (one seed)"
+    else:
+        texts, suffix = [_ms(values, percent, digits) for values in series], ""
+    if labels is not None:
+        texts = [f"{label} {text}" for label, text in zip(labels, texts)]
+    return sep.join(texts) + suffix
 
 
 def _ms(values: pd.Series, percent: bool = False, digits: int = 1, of: str = "seed", unit: str | None = None) -> str:
@@ -276,12 +281,9 @@ def cifar10_rows(results: Path) -> list[tuple[str, str, str]]:
                      f"removed class{'es' if removed != 1 else ''} (Fig. 6a)",
                      "40-60% simple CNN, more with dropout, almost 100% ResNet-110",
                      _ms(own.groupby("seed")["drop"].mean(), True)))
-        by_class = own.groupby("removed_class", sort=True)
-        if own["seed"].nunique() == 1:  # one seed: say so once, not per class
-            per_class = "; ".join(f"{cls} {d_cls['drop'].iloc[0] * 100:.0f}%" for cls, d_cls in by_class) + " (one seed)"
-        else:
-            per_class = "; ".join(f"{cls} {_ms(d_cls.set_index('seed')['drop'], True, 0)}" for cls, d_cls in by_class)
-        rows.append((f"CIFAR-10 {arch}: relative accuracy drop of each removed class", "40-60% simple CNN", per_class))
+        by_class = {cls: d_cls.set_index("seed")["drop"] for cls, d_cls in own.groupby("removed_class", sort=True)}
+        rows.append((f"CIFAR-10 {arch}: relative accuracy drop of each removed class", "40-60% simple CNN",
+                     _ms_joined(list(by_class.values()), digits=0, sep="; ", labels=list(by_class))))
         rows.append((f"CIFAR-10 {arch}: largest drop of another class / drop of the removed class, mean over "
                      "classes (Fig. 6b)", "well below 1", _ms(ratio, False, 2)))
         overall = accuracy[accuracy["arch"] == arch].groupby(["mask", "seed"])["accuracy"].mean()
