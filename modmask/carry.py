@@ -101,6 +101,11 @@ def carry_out(experiment: str, results: str | Path, reference: str | Path) -> li
         done = len(state["tasks"])
         if target.exists():
             carried = read_carried(target)
+            if carried.get("identity") != state.get("identity"):
+                # another run's progress (other settings: a 30k-step run beside the 10k one, say)
+                raise CarryError(f"{target} holds the progress of a run with other settings than {run}; carry "
+                                 f"this run into a folder of its own (--reference reference/<name>) or delete "
+                                 f"{target} if that run is no longer wanted")
             if len(carried["tasks"]) > done or (len(carried["tasks"]) == done and carried.get("finished")
                                                  and not state.get("finished")):
                 lines.append(f"{run}: kept {target} ({len(carried['tasks'])} tasks; this machine has {done})")

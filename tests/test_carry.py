@@ -147,3 +147,23 @@ def test_readme_block_reports_a_carried_run_and_export_drops_its_progress(tmp_pa
     ref.export("permuted_mnist", results, repo, results / "figures")
     assert not (repo / "permuted_mnist/progress").exists()
     assert "Reference run (long scale)" in ref.readme_block("permuted_mnist", repo)
+
+
+def test_progress_of_a_run_with_other_settings_is_not_overwritten(tmp_path, tiny):
+    block, data, _ = tiny
+    two = progress_after(2, block, data)
+    machine = tmp_path / "results/permuted_mnist/used2_new0/seed1/run.pt.ckpt"
+    save_torch(two, machine)
+    carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref")
+    carried = tmp_path / "ref/permuted_mnist/progress/used2_new0/seed1.pt.gz"
+    before = carried.read_bytes()
+    # the same variant and seed at other settings (a 30k-step run beside a 10k one), further along
+    other = {**two, "identity": steps.progress_identity({**PROVENANCE, "config_hash": "def"}),
+             "tasks": two["tasks"] + [two["tasks"][-1]]}
+    save_torch(other, machine)
+    with pytest.raises(carry.CarryError, match="other settings") as error:
+        carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref")
+    assert str(carried) in str(error.value) and "--reference" in str(error.value)
+    assert carried.read_bytes() == before
+    # into a folder of its own it goes
+    assert "3 tasks" in carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref30k")[0]
