@@ -44,14 +44,24 @@ def arch_name(arch: str) -> str:
 
 def grouped_bars(ax, groups: list[str], series: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str,
                  percent: bool = False, annotate: bool = False):
-    """Bars for each group (x) and series (colour), with standard-deviation error bars."""
+    """Bars for each group (x) and series (colour), with standard-deviation error bars.
+
+    Percentages' bars stop at 0 and 100% (a large seed spread would otherwise draw past the axis); a
+    series without spread (one seed) gets no error bars rather than zero-length caps."""
     n = len(series)
     width = 0.8 / max(n, 1)
     x = np.arange(len(groups))
     scale = 100.0 if percent else 1.0
     for i, (name, (mean, std)) in enumerate(series.items()):
         pos = x - 0.4 + width * (i + 0.5)
-        bars = ax.bar(pos, mean * scale, width, yerr=std * scale, label=name, color=COLORS[i % len(COLORS)],
+        mean, std = np.asarray(mean, dtype=float), np.nan_to_num(np.asarray(std, dtype=float))
+        yerr = None
+        if (std > 0).any():
+            yerr = np.vstack([std, std])
+            if percent:
+                yerr = np.vstack([np.minimum(std, np.maximum(mean, 0.0)), np.minimum(std, np.maximum(1.0 - mean, 0.0))])
+            yerr = yerr * scale
+        bars = ax.bar(pos, mean * scale, width, yerr=yerr, label=name, color=COLORS[i % len(COLORS)],
                       capsize=2, error_kw={"elinewidth": 0.8})
         if annotate:
             for bar, value in zip(bars, mean * scale):

@@ -201,7 +201,9 @@ def split_masks_figure(accuracy: pd.DataFrame):
         x = np.arange(len(splits))
         ax.hlines(mean * 100, x - 0.42, x + 0.42, colors="black", linewidth=1.6, label=SPLIT_MASK_CONDITIONS["no_mask"],
                   zorder=3)
-        ax.errorbar(x, mean * 100, yerr=std * 100, fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
+        if (np.nan_to_num(std) > 0).any():  # one seed: no spread to draw
+            ax.errorbar(x, mean * 100, yerr=np.nan_to_num(std) * 100, fmt="none", ecolor="black", elinewidth=0.8,
+                        capsize=2, zorder=3)
         ax.set_ylim(0, 105)
         ax.set_xlabel("test split")
         ax.set_title(scan_arch_name(arch))
@@ -239,7 +241,8 @@ def output_weights_figure(output_weights: pd.DataFrame, arch: str | None = None)
     for i, (mask, label) in enumerate(masks.items()):
         mean = np.array([by.loc[(t, mask), "mean"] for t in tokens], dtype=float)
         std = np.array([by.loc[(t, mask), "std"] for t in tokens], dtype=float)
-        ax.barh(y - 0.4 + height * (i + 0.5), mean * 100, height, xerr=std * 100, label=label,
+        spread = np.nan_to_num(std) * 100
+        ax.barh(y - 0.4 + height * (i + 0.5), mean * 100, height, xerr=spread if (spread > 0).any() else None, label=label,
                 color=COLORS[i % len(COLORS)], capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_yticks(y)
     ax.set_yticklabels(tokens)
