@@ -260,8 +260,8 @@ MAIN_FIGURES = [
      "earlier tasks as layers fill up"),
     ("Fig. 4a", "scan", "scan/fig04_a_split_masks.png", "SCAN: masks trained on each split, scored on every "
      "split"),
-    ("Fig. 5", "mathematics", "mathematics/fig05_mathematics.png", "Mathematics Dataset: accuracy per level "
-     "with the control and the easy-level masks"),
+    ("Fig. 5", "mathematics", "mathematics/fig05_mathematics.png", "Mathematics Dataset: hard-level accuracy "
+     "per task without a mask, through the control mask and through the easy-only mask"),
     ("Fig. 6a", "cifar10", "cifar10/fig06_a_removed_class_drop.png", "CIFAR-10: accuracy drop of the class "
      "whose exclusive weights are removed"),
 ]
