@@ -218,6 +218,24 @@ def carried_runs(reference: str | Path, experiment: str) -> dict[str, str]:
     return runs
 
 
+def carried_task_rows(reference: str | Path, experiment: str) -> list[str]:
+    """Markdown table rows of what the carried runs' finished tasks found so far: per run and task after the
+    first, the share of the task's mask that earlier tasks used, per weight layer that is not re-initialised
+    and in total, and the task's test accuracy with its mask (the rows its tables will have when it ends)."""
+    from .carry import SUFFIX, read_carried
+
+    rows = []
+    for path in sorted((Path(reference) / experiment / "progress").glob(f"*/seed*{SUFFIX}")):
+        run = f"{path.parent.name} {path.name[: -len(SUFFIX)]}"
+        for task in read_carried(path)["tasks"][1:]:
+            shares = [f"{r['layer_label']} {100 * r['shared_fraction']:.1f}%" for r in task.get("sharing", [])
+                      if not r.get("reinitialised") and not str(r.get("layer", "")).endswith("bias")]
+            own = task.get("accuracy", {}).get("own_mask")
+            rows.append(f"| {run} | {task['task']} | {'; '.join(shares)} | "
+                        f"{'' if own is None else f'{100 * own:.1f}%'} |")
+    return rows
+
+
 def readme_block(experiment: str, reference: str | Path = "reference", link_prefix: str = "reference") -> str:
     """The generated part of an experiment's README section: where the run comes from, its findings
     against the paper's, and its figures."""
@@ -227,9 +245,15 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
         carried = carried_runs(reference, experiment)
         if not carried:
             return f"No reference run of this experiment is kept yet (`{link_prefix}/{experiment}/` is empty).\n"
-        return (f"No finished reference run of this experiment is kept yet. A run under way across sessions "
+        text = (f"No finished reference run of this experiment is kept yet. A run under way across sessions "
                 f"carries its progress in `{link_prefix}/{experiment}/progress/` (`python -m modmask.carry`); "
                 f"finished tasks per run: " + ", ".join(f"{run} {tasks}" for run, tasks in carried.items()) + ".\n")
+        rows = carried_task_rows(reference, experiment)
+        if rows:
+            text += ("\nWhat the finished tasks found so far (from the carried progress):\n\n| run | task | % of the "
+                     "task's mask used by an earlier task | test accuracy with its mask |\n|---|---|---|---|\n"
+                     + "\n".join(rows) + "\n")
+        return text
     lines = [f"Reference run ({', '.join(manifest['scale'])} scale), {manifest['date']}, {manifest['machine']}"
              + (f", wall time {manifest['wall_time']}" if manifest.get("wall_time") else "")
              + (f"; measured from its Snakemake records: {t['jobs']} jobs, {t['job_hours']:.2f} job-hours, jobs "

@@ -167,3 +167,26 @@ def test_progress_of_a_run_with_other_settings_is_not_overwritten(tmp_path, tiny
     assert carried.read_bytes() == before
     # into a folder of its own it goes
     assert "3 tasks" in carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref30k")[0]
+
+
+def test_readme_block_shows_what_the_carried_tasks_found(tmp_path, tiny):
+    from modmask import reference as ref
+
+    block, data, _ = tiny
+    two = progress_after(2, block, data)
+    save_torch(two, tmp_path / "results/permuted_mnist/used2_new0/seed1/run.pt.ckpt")
+    carry.carry_out("permuted_mnist", tmp_path / "results", tmp_path / "ref30k")
+    text = ref.readme_block("permuted_mnist", tmp_path / "ref30k", "reference/ref30k")
+    task1 = two["tasks"][1]
+    shown = [r for r in task1["sharing"] if not r["reinitialised"] and not r["layer"].endswith("bias")]
+    assert shown and shown[-1]["layer"] == pm.TOTAL
+    # one row for task 1 (task 0 shares nothing), each shown layer's share as the hand-computed shared / used
+    (row,) = [line for line in text.splitlines() if line.startswith("| used2_new0 seed1 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "1"
+    for r, part in zip(shown, cells[2].split("; ")):
+        expected = 100 * r["shared"] / r["used"] if r["used"] else float("nan")
+        assert part == f"{r['layer_label']} {expected:.1f}%"
+    assert len(cells[2].split("; ")) == len(shown)
+    assert cells[3] == f"{100 * task1['accuracy']['own_mask']:.1f}%"
+    assert "reference/ref30k/permuted_mnist/progress/" in text
