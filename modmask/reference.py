@@ -214,7 +214,8 @@ def carried_runs(reference: str | Path, experiment: str) -> dict[str, str]:
     for path in sorted((Path(reference) / experiment / "progress").glob(f"*/seed*{SUFFIX}")):
         carried = read_carried(path)
         runs[f"{path.parent.name} {path.name[: -len(SUFFIX)]}"] = (
-            f"{len(carried['tasks'])} tasks" + (", finished" if carried.get("finished") else ""))
+            f"{len(carried['tasks'])} task{'s' if len(carried['tasks']) != 1 else ''}"
+            + (", finished" if carried.get("finished") else ""))
     return runs
 
 
