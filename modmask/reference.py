@@ -205,30 +205,30 @@ def load_manifest(reference: str | Path, experiment: str) -> dict | None:
         raise ReferenceError(f"{path} is not valid JSON ({error}); re-export the experiment") from error
 
 
-def carried_runs(reference: str | Path, experiment: str) -> dict[str, str]:
-    """The runs whose progress :mod:`modmask.carry` keeps under ``reference/<experiment>/progress/``:
-    ``{"<variant> <seed>": "<n> tasks"}`` (``"<n> tasks, finished"`` for a finished run)."""
+def _carried(reference: str | Path, experiment: str):
+    """Each run whose progress :mod:`modmask.carry` keeps under ``reference/<experiment>/progress/``:
+    ``("<variant> <seed>", the carried progress)``, read once."""
     from .carry import SUFFIX, read_carried
 
-    runs = {}
     for path in sorted((Path(reference) / experiment / "progress").glob(f"*/seed*{SUFFIX}")):
-        carried = read_carried(path)
-        runs[f"{path.parent.name} {path.name[: -len(SUFFIX)]}"] = (
-            f"{len(carried['tasks'])} task{'s' if len(carried['tasks']) != 1 else ''}"
-            + (", finished" if carried.get("finished") else ""))
-    return runs
+        yield f"{path.parent.name} {path.name[: -len(SUFFIX)]}", read_carried(path)
 
 
-def carried_task_rows(reference: str | Path, experiment: str) -> list[str]:
-    """Markdown table rows of what the carried runs' finished tasks found so far: per run and task after the
-    first, the share of the task's mask that earlier tasks used, per weight layer that is not re-initialised
-    and in total, and the task's test accuracy with its mask (the rows its tables will have when it ends)."""
-    from .carry import SUFFIX, read_carried
+def carried_runs(carried: list[tuple[str, dict]]) -> dict[str, str]:
+    """``{"<variant> <seed>": "<n> tasks"}`` (``"<n> tasks, finished"`` for a finished run) of the carried runs
+    (:func:`_carried`)."""
+    return {run: f"{len(state['tasks'])} task{'s' if len(state['tasks']) != 1 else ''}"
+                 + (", finished" if state.get("finished") else "") for run, state in carried}
 
+
+def carried_task_rows(carried: list[tuple[str, dict]]) -> list[str]:
+    """Markdown table rows of what the carried runs' (:func:`_carried`) finished tasks found so far: per run
+    and task after the first, the share of the task's mask that earlier tasks used, per weight layer that is
+    not re-initialised and in total, and the task's test accuracy with its mask (the rows its tables will have
+    when it ends)."""
     rows = []
-    for path in sorted((Path(reference) / experiment / "progress").glob(f"*/seed*{SUFFIX}")):
-        run = f"{path.parent.name} {path.name[: -len(SUFFIX)]}"
-        for task in read_carried(path)["tasks"][1:]:
+    for run, state in carried:
+        for task in state["tasks"][1:]:
             shares = [f"{r['layer_label']} {100 * r['shared_fraction']:.1f}%" for r in task.get("sharing", [])
                       if not r.get("reinitialised") and not str(r.get("layer", "")).endswith("bias")]
             own = task.get("accuracy", {}).get("own_mask")
@@ -243,13 +243,14 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
     reference = Path(reference)
     manifest = load_manifest(reference, experiment)
     if manifest is None:
-        carried = carried_runs(reference, experiment)
+        carried = list(_carried(reference, experiment))
         if not carried:
             return f"No reference run of this experiment is kept yet (`{link_prefix}/{experiment}/` is empty).\n"
         text = (f"No finished reference run of this experiment is kept yet. A run under way across sessions "
                 f"carries its progress in `{link_prefix}/{experiment}/progress/` (`python -m modmask.carry`); "
-                f"finished tasks per run: " + ", ".join(f"{run} {tasks}" for run, tasks in carried.items()) + ".\n")
-        rows = carried_task_rows(reference, experiment)
+                f"finished tasks per run: "
+                + ", ".join(f"{run} {tasks}" for run, tasks in carried_runs(carried).items()) + ".\n")
+        rows = carried_task_rows(carried)
         if rows:
             text += ("\nWhat the finished tasks found so far (from the carried progress):\n\n| run | task | % of the "
                      "task's mask used by an earlier task | test accuracy with its mask |\n|---|---|---|---|\n"
