@@ -42,6 +42,13 @@ def arch_name(arch: str) -> str:
     return ARCH_NAMES.get(arch, arch)
 
 
+def error_extent(std) -> np.ndarray | None:
+    """Standard deviations as error-bar lengths (NaN, one seed's missing spread, as 0), or None where nothing
+    has any spread: then no error bars are drawn rather than zero-length caps."""
+    std = np.nan_to_num(np.asarray(std, dtype=float))
+    return std if (std > 0).any() else None
+
+
 def grouped_bars(ax, groups: list[str], series: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str,
                  percent: bool = False, annotate: bool = False):
     """Bars for each group (x) and series (colour), with standard-deviation error bars.
@@ -54,13 +61,11 @@ def grouped_bars(ax, groups: list[str], series: dict[str, tuple[np.ndarray, np.n
     scale = 100.0 if percent else 1.0
     for i, (name, (mean, std)) in enumerate(series.items()):
         pos = x - 0.4 + width * (i + 0.5)
-        mean, std = np.asarray(mean, dtype=float), np.nan_to_num(np.asarray(std, dtype=float))
-        yerr = None
-        if (std > 0).any():
-            yerr = np.vstack([std, std])
-            if percent:
-                yerr = np.vstack([np.minimum(std, np.maximum(mean, 0.0)), np.minimum(std, np.maximum(1.0 - mean, 0.0))])
-            yerr = yerr * scale
+        mean, std = np.asarray(mean, dtype=float), error_extent(std)
+        yerr = std
+        if std is not None and percent:  # lower and upper lengths, stopping at 0 and 100%
+            yerr = np.vstack([np.minimum(std, np.maximum(mean, 0.0)), np.minimum(std, np.maximum(1.0 - mean, 0.0))])
+        yerr = None if yerr is None else yerr * scale
         bars = ax.bar(pos, mean * scale, width, yerr=yerr, label=name, color=COLORS[i % len(COLORS)],
                       capsize=2, error_kw={"elinewidth": 0.8})
         if annotate:

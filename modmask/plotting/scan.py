@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import mean_std
-from .common import COLORS, finish, grouped_bars, panels, provenance_text, save_figure
+from .common import COLORS, error_extent, finish, grouped_bars, panels, provenance_text, save_figure
 
 SPLIT_NAMES = {"simple": "IID (simple)", "length": "length", "addprim_jump": "add jump",
                "addprim_turn_left": "add turn left"}
@@ -201,9 +201,10 @@ def split_masks_figure(accuracy: pd.DataFrame):
         x = np.arange(len(splits))
         ax.hlines(mean * 100, x - 0.42, x + 0.42, colors="black", linewidth=1.6, label=SPLIT_MASK_CONDITIONS["no_mask"],
                   zorder=3)
-        if (np.nan_to_num(std) > 0).any():  # one seed: no spread to draw
-            ax.errorbar(x, mean * 100, yerr=np.nan_to_num(std) * 100, fmt="none", ecolor="black", elinewidth=0.8,
-                        capsize=2, zorder=3)
+        spread = error_extent(std)
+        if spread is not None:
+            ax.errorbar(x, mean * 100, yerr=spread * 100, fmt="none", ecolor="black", elinewidth=0.8, capsize=2,
+                        zorder=3)
         ax.set_ylim(0, 105)
         ax.set_xlabel("test split")
         ax.set_title(scan_arch_name(arch))
@@ -241,8 +242,8 @@ def output_weights_figure(output_weights: pd.DataFrame, arch: str | None = None)
     for i, (mask, label) in enumerate(masks.items()):
         mean = np.array([by.loc[(t, mask), "mean"] for t in tokens], dtype=float)
         std = np.array([by.loc[(t, mask), "std"] for t in tokens], dtype=float)
-        spread = np.nan_to_num(std) * 100
-        ax.barh(y - 0.4 + height * (i + 0.5), mean * 100, height, xerr=spread if (spread > 0).any() else None, label=label,
+        spread = error_extent(std)
+        ax.barh(y - 0.4 + height * (i + 0.5), mean * 100, height, xerr=None if spread is None else spread * 100, label=label,
                 color=COLORS[i % len(COLORS)], capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_yticks(y)
     ax.set_yticklabels(tokens)
