@@ -16,7 +16,9 @@ Noise comes in one of two forms, accepted everywhere a ``noise`` argument appear
 
 The work that scales with K x (number of weights) is one fused "compare and select" pass in the
 forward and one fused pass in the backward that recomputes ``ds/dl`` from the noise and sums over
-the K samples (written as an unrolled sum so the compiled kernel is a single pointwise loop).
+the K samples (written as an unrolled sum so the compiled kernel is a single pointwise loop). On the
+CPU the forward pass also saves ``ds/dl`` per entry and sample, and the backward reads it instead of
+hashing again (see "saved factors").
 With ``tau == 1`` the derivative needs no transcendental function:
 ``s(1 - s) = p q u (1 - u) / (q + (p - q) u)^2`` with ``p = sigmoid(l)``, ``q = sigmoid(-l)``.
 """
@@ -46,6 +48,9 @@ _log = logging.getLogger("modmask.gumbel")
 NOISE_EPS = 1e-6
 # Below this many noise elements per step the compiled kernels are not worth their compile time.
 COMPILE_MIN_ELEMENTS = 1 << 18
+# On the CPU the forward saves the factors its backward needs instead of hashing the noise twice (see
+# "saved factors" below); on a GPU arithmetic is cheaper than the memory traffic, so it hashes again.
+SAVE_FACTORS_ON_CPU = True
 # 1-D parameters (biases) with fewer mask elements (K x size) than this use the eager kernels even
 # when the model's are compiled: they cost little either way, and would otherwise compile a 1-D
 # variant of each kernel (about 45 s, cold). Small matrices share the compiled 2-D kernels.
@@ -232,6 +237,80 @@ def _joint_grad_kernel_t1(grad, weight, logits, noise, index=None):
     return total_logit * (weight * p * q), total_weight
 
 
+# ---- saved factors: hash once per step instead of twice (CPU) ---------------------------------
+# On the CPU the counter hash costs more than memory traffic: hashing K x N entries again in the
+# backward took more time than the forward's sampling. So when the logits need a gradient the forward
+# also writes, per mask entry and sample, the factor the backward needs (``u (1 - u) / d^2`` at
+# temperature 1, ``s (1 - s)`` otherwise) with the sample's bit as its sign bit (set: bit 0; a factor
+# that underflows to zero keeps it, as -0.0). The backward reads those factors instead of the noise.
+# The sign bit is read through an int32 view: ``torch.signbit`` compiles to a scalar loop, 9x slower. Same expressions as the kernels above, so the same bits; it costs 4 bytes per mask entry and
+# sample for the backward, as much as the masked copies themselves.
+
+def _factor(u, logits, p, q, inv_temperature):
+    if inv_temperature is None:
+        d = q + (p - q) * u
+        return u * (1.0 - u) / (d * d)
+    s = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) * inv_temperature)
+    return s * (1.0 - s)
+
+
+def _forward_factors_kernel(weight, logits, noise, inv_temperature):
+    # inv_temperature None: temperature 1 (the formula without transcendental functions)
+    p = torch.sigmoid(logits)
+    q = torch.sigmoid(-logits)
+    zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    index = _index(weight) if noise.dtype == torch.int32 else None
+    masked, factors = [], []
+    for k in range(noise.shape[0]):
+        u = _uniform(noise, k, index, logits.dtype)
+        bit = u > q
+        factor = _factor(u, logits, p, q, inv_temperature)
+        masked.append(torch.where(bit, weight, zero))
+        factors.append(torch.where(bit, factor, -factor))
+    return torch.stack(masked), torch.stack(factors)
+
+
+def _factor_grad_kernel(grad, weight, logits, factors, inv_temperature, want_logits: bool, want_weight: bool):
+    total_logit = total_weight = None
+    for k in range(grad.shape[0]):  # unrolled, as above
+        g = grad[k]
+        if want_logits:
+            term = g * factors[k].abs()
+            total_logit = term if total_logit is None else total_logit + term
+        if want_weight:
+            term = g * _kept(factors[k]).to(grad.dtype)
+            total_weight = term if total_weight is None else total_weight + term
+    return _logit_grad_from_total(total_logit, weight, logits, inv_temperature), total_weight
+
+
+def _kept(factors):
+    # the sign bit of a float32 factor, clear for a kept weight
+    return factors.view(torch.int32) >= 0
+
+
+def _logit_grad_from_total(total, weight, logits, inv_temperature):
+    if total is None:
+        return None
+    if inv_temperature is None:
+        return total * (weight * torch.sigmoid(logits) * torch.sigmoid(-logits))
+    return total * weight * inv_temperature
+
+
+def _eager_forward_factors(weight, logits, noise, inv_temperature):
+    p, q = torch.sigmoid(logits), torch.sigmoid(-logits)
+    u = _all_uniform(noise, None, logits.dtype, like=weight)
+    bit = u > q
+    factor = _factor(u, logits, p, q, inv_temperature)
+    zero = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    return torch.where(bit, weight, zero), torch.where(bit, factor, -factor)
+
+
+def _eager_factor_grad(grad, weight, logits, factors, inv_temperature, want_logits: bool, want_weight: bool):
+    total_logit = (grad * factors.abs()).sum(0) if want_logits else None
+    total_weight = (grad * _kept(factors).to(grad.dtype)).sum(0) if want_weight else None
+    return _logit_grad_from_total(total_logit, weight, logits, inv_temperature), total_weight
+
+
 # ---- the same kernels vectorised over K, for eager execution ----------------------------------
 # Unrolled loops over K suit the compiler (one fused pass), but run eagerly they issue a dozen small
 # ops per sample; for the small tensors that stay eager (biases) a few ops over (K, *S) are faster.
@@ -332,13 +411,29 @@ def _signature(args) -> tuple:
                  if isinstance(a, torch.Tensor) else type(a) for a in args)
 
 
-# index i: forward, logit grad (T = 1), logit grad (any T), weight grad, joint grad (T = 1)
+# index i: forward, logit grad (T = 1), logit grad (any T), weight grad, joint grad (T = 1),
+# forward saving the backward's factors, gradients from saved factors
 COMPILED_KERNELS = (_forward_kernel, _logit_grad_kernel_t1, _logit_grad_kernel, _weight_grad_kernel,
-                    _joint_grad_kernel_t1)
+                    _joint_grad_kernel_t1, _forward_factors_kernel, _factor_grad_kernel)
 KERNEL_NAMES = ("mask sampling", "logit gradient", "logit gradient (any temperature)", "weight gradient",
-                "joint weight and logit gradient")
+                "joint weight and logit gradient", "mask sampling", "gradient")
 EAGER_KERNELS = (_eager_forward, _eager_logit_grad_t1, _eager_logit_grad, _eager_weight_grad,
-                 _eager_joint_grad_t1)
+                 _eager_joint_grad_t1, _eager_forward_factors, _eager_factor_grad)
+FORWARD, FORWARD_SAVING_FACTORS, GRAD_FROM_FACTORS = 0, 5, 6
+
+
+# Each kernel compiles once per layer shape (see _signature), mask sample count and setting; past torch's
+# default limit of 8 per function (a Transformer has more weight shapes than that) dynamo would silently
+# run the kernel uncompiled: slower, and summed in another order.
+KERNEL_RECOMPILE_LIMIT = 128
+
+
+def _raise_recompile_limit() -> None:
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the name before torch 2.6
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), KERNEL_RECOMPILE_LIMIT))
+            return
 
 
 class _Kernels:
@@ -361,6 +456,7 @@ class _Kernels:
             return EAGER_KERNELS
         with self._lock:
             if self._compiled is None:
+                _raise_recompile_limit()
                 self._compiled = tuple(torch.compile(k, dynamic=True) for k in COMPILED_KERNELS)
         return self._compiled
 
@@ -409,16 +505,27 @@ class StraightThroughMask(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, logits, noise, temperature: float, use_compiled: bool):
-        ctx.save_for_backward(weight, logits, noise)
+    def forward(ctx, weight, logits, noise, temperature: float, use_compiled: bool, save_factors: bool = False):
         ctx.temperature = temperature
         ctx.use_compiled = use_compiled
-        return KERNELS.run(use_compiled, 0, weight, logits, noise)
+        if not save_factors:
+            ctx.save_for_backward(weight, logits, noise)
+            return KERNELS.run(use_compiled, FORWARD, weight, logits, noise)
+        masked, factors = KERNELS.run(use_compiled, FORWARD_SAVING_FACTORS, weight, logits, noise,
+                                      _inverse_temperature(temperature))
+        ctx.save_for_backward(weight, logits, noise, factors)
+        return masked
 
     @staticmethod
     def backward(ctx, grad):
-        weight, logits, noise = ctx.saved_tensors
+        weight, logits, noise, *factors = ctx.saved_tensors
         run, compiled = KERNELS.run, ctx.use_compiled
+        if factors and grad.is_contiguous():
+            grad_logits, grad_weight = run(compiled, GRAD_FROM_FACTORS, grad, weight, logits, factors[0],
+                                           _inverse_temperature(ctx.temperature), ctx.needs_input_grad[1],
+                                           ctx.needs_input_grad[0])
+            return grad_weight, grad_logits, None, None, None, None
+        # no factors (or a gradient in another layout, which would read them across memory): hash again
         # The gradient of a linear layer's K weight copies arrives transposed (strides (N, 1, out)),
         # and a kernel reading K such copies across memory is 3x slower than one reading them in
         # order. So the kernels run on the transposed problem: the gradient's transposed view,
@@ -440,7 +547,7 @@ class StraightThroughMask(torch.autograd.Function):
         if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and ctx.temperature == 1.0:
             # weights and mask trained together: both gradients in one pass over ``grad``
             grad_logits, grad_weight = run(compiled, 4, grad, weight, logits, noise, index)
-            return back(grad_weight), back(grad_logits), None, None, None
+            return back(grad_weight), back(grad_logits), None, None, None, None
         if ctx.needs_input_grad[1]:
             if ctx.temperature == 1.0:
                 grad_logits = run(compiled, 1, grad, weight, logits, noise, index)
@@ -448,7 +555,11 @@ class StraightThroughMask(torch.autograd.Function):
                 grad_logits = run(compiled, 2, grad, weight, logits, noise, 1.0 / ctx.temperature, index)
         if ctx.needs_input_grad[0]:
             grad_weight = run(compiled, 3, grad, logits, noise, index)
-        return back(grad_weight), back(grad_logits), None, None, None
+        return back(grad_weight), back(grad_logits), None, None, None, None
+
+
+def _inverse_temperature(temperature: float) -> float | None:
+    return None if temperature == 1.0 else 1.0 / temperature
 
 
 def sample_masked_weights(weight, logits, noise, temperature: float = 1.0, use_compiled: bool = False):
@@ -467,7 +578,9 @@ def sample_masked_weights(weight, logits, noise, temperature: float = 1.0, use_c
         raise ValueError(f"temperature must be positive, got {temperature}")
     small_vector = weight.dim() < 2 and weight.numel() * noise.shape[0] < COMPILE_MIN_PARAMETER_ELEMENTS
     use_compiled = use_compiled and not small_vector
-    return StraightThroughMask.apply(weight, logits, noise, float(temperature), use_compiled)
+    save_factors = (SAVE_FACTORS_ON_CPU and weight.device.type == "cpu" and torch.is_grad_enabled()
+                    and logits.requires_grad)
+    return StraightThroughMask.apply(weight, logits, noise, float(temperature), use_compiled, save_factors)
 
 
 class NoiseSource:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from modmask.gumbel import (KERNELS, NOISE_EPS, NoiseSource, StraightThroughMask, counter_keys, counter_uniform,
+from modmask.gumbel import (FORWARD, FORWARD_SAVING_FACTORS, KERNELS, NOISE_EPS, NoiseSource, StraightThroughMask, counter_keys, counter_uniform,
                             reference_hard_sample, sample_masked_weights, soft_sample)
 
 LOGITS = torch.linspace(-3.0, 3.0, 13)
@@ -67,7 +67,7 @@ def test_straight_through_forward_and_gradients_match_reference(compiled, kind, 
     torch.testing.assert_close(gw, rw, rtol=1e-5, atol=1e-6)
     assert gl.abs().sum() > 0 and gw.abs().sum() > 0
     assert not (compiled and KERNELS.compile_failed), "torch.compile of the kernels failed"
-    assert not compiled or any(index == 0 for index, _ in KERNELS._seen), "the compiled kernels never ran"
+    assert not compiled or any(index in (FORWARD, FORWARD_SAVING_FACTORS) for index, _ in KERNELS._seen), "the compiled kernels never ran"
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
@@ -102,6 +102,54 @@ def test_gradient_in_a_linear_layers_transposed_layout_gives_the_same_gradients(
     torch.testing.assert_close(strided[-1], reference[-1], rtol=1e-4, atol=1e-6)
     if train_weight:
         torch.testing.assert_close(strided[0], reference[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("kind", ["torch", "counter"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+@pytest.mark.parametrize("train_weight", [True, False], ids=["joint", "mask-only"])
+def test_backward_from_saved_factors_gives_the_bits_of_hashing_again(compiled, kind, temperature, train_weight,
+                                                                     monkeypatch):
+    # On the CPU the forward saves one factor per entry and sample for the backward instead of hashing the
+    # noise a second time; masked weights and both gradients must be those of the hashing path, bit for bit.
+    from modmask import gumbel
+    torch.manual_seed(5)
+    shape, k = (96, 130), 3  # large enough for the compiled kernels
+    weight = torch.randn(shape, requires_grad=train_weight)
+    logits = (torch.randn(shape) * 2).requires_grad_()
+    noise = _noise(kind, k, shape, seed=6)
+    upstream = torch.randn(k, *shape)
+    inputs = (weight, logits) if train_weight else (logits,)
+    results = {}
+    for save in (False, True):
+        monkeypatch.setattr(gumbel, "SAVE_FACTORS_ON_CPU", save)
+        out = sample_masked_weights(weight, logits, noise, temperature, use_compiled=compiled)
+        assert len(out.grad_fn.saved_tensors) == (4 if save else 3)  # weight, logits, noise (, factors)
+        results[save] = (out.detach(), *torch.autograd.grad(out, inputs, grad_outputs=upstream))
+    for hashed, saved in zip(results[False], results[True]):
+        assert torch.equal(hashed, saved)
+    assert results[True][-1].abs().sum() > 0
+
+
+def test_saved_factors_keep_the_bit_where_the_factor_underflows_to_zero():
+    # At a low temperature s(1 - s) rounds to 0 for large |logit|; the bit rides on the factor's sign bit
+    # (-0.0 for a dropped weight), so the weight gradient still counts exactly the kept samples.
+    from modmask import gumbel
+    k = 4
+    logits = torch.tensor([[40.0, -40.0, 30.0, -30.0, 0.0, 0.1]]).repeat(8, 1).requires_grad_()
+    weight = torch.randn(logits.shape, requires_grad=True)
+    noise = _noise("torch", k, logits.shape, seed=7)
+    out = sample_masked_weights(weight, logits, noise, temperature=0.05)
+    factors = out.grad_fn.saved_tensors[3]
+    kept = soft_sample(logits.detach(), noise, 0.05) > 0.5
+    assert (factors == 0).sum() > 0 and (kept & (factors == 0)).any() and (~kept & (factors == 0)).any()
+    assert torch.equal(gumbel._kept(factors), kept)
+    upstream = torch.randn(k, *logits.shape)
+    gw, gl = torch.autograd.grad(out, (weight, logits), grad_outputs=upstream)
+    assert torch.equal(out.detach(), weight.detach() * kept)
+    torch.testing.assert_close(gw, (upstream * kept).sum(0), rtol=0, atol=1e-6)
+    rw, rl = torch.autograd.grad(_reference(weight, logits, noise, 0.05), (weight, logits), grad_outputs=upstream)
+    torch.testing.assert_close(gl, rl, rtol=1e-4, atol=1e-6)
 
 
 def test_frozen_weight_gets_no_gradient_and_logit_gradient_still_matches():
@@ -311,3 +359,19 @@ def test_an_unusable_compile_lock_folder_does_not_stop_compiling(tmp_path, monke
             ran.append(True)
     assert ran == [True]
     assert any("compiling without it" in r.getMessage() for r in caplog.records)
+
+
+def test_compiling_the_kernels_raises_dynamos_recompile_limit_past_eight_layer_shapes():
+    # one compiled kernel per layer shape: with torch's default of 8 a ninth shape would run uncompiled
+    from modmask import gumbel
+    config = torch._dynamo.config
+    previous = config.recompile_limit
+    try:
+        config.recompile_limit = 8
+        gumbel._raise_recompile_limit()
+        assert config.recompile_limit == gumbel.KERNEL_RECOMPILE_LIMIT >= 64
+        config.recompile_limit = 500
+        gumbel._raise_recompile_limit()
+        assert config.recompile_limit == 500  # never lowered
+    finally:
+        config.recompile_limit = max(previous, gumbel.KERNEL_RECOMPILE_LIMIT)
