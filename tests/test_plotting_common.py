@@ -5,7 +5,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modmask.plotting.common import grouped_bars  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from modmask.plotting.common import grouped_bars, provenance_text  # noqa: E402
 
 
 def error_segments(ax):
@@ -34,3 +36,11 @@ def test_unclipped_values_and_one_seed_series():
     assert error_segments(ax) == []
     assert [round(p.get_height(), 6) for p in ax.patches] == [50.0, 90.0]
     plt.close(fig)
+
+
+def test_footer_says_mean_and_std_only_for_several_seeds():
+    one = pd.DataFrame({"scale": ["quick"] * 2, "seed": [3, 3], "config_hash": ["abc"] * 2, "code_version": ["v1"] * 2})
+    assert provenance_text(one) == "scale quick · 1 seed · config abc · code v1"
+    two = one.assign(seed=[0, 1])
+    assert "2 seeds (mean ± std)" in provenance_text(two)
+    assert "3 seeds (mean ± std)" in provenance_text(two, one)  # seeds counted across the tables

@@ -86,7 +86,8 @@ def provenance_text(*tables: pd.DataFrame) -> str:
         parts.append("scale " + ",".join(sorted(df["scale"].astype(str).unique())))
     if "seed" in df:
         n = df["seed"].nunique()
-        parts.append(f"{n} seed{'s' if n != 1 else ''} (mean ± std)")
+        # one seed has no spread: its bars are the values themselves (grouped_bars draws no error bars)
+        parts.append(f"{n} seeds (mean ± std)" if n > 1 else f"{n} seed")
     if "config_hash" in df:
         parts.append("config " + ",".join(sorted(df["config_hash"].astype(str).unique())[:3]))
     if "code_version" in df:
