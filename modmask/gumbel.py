@@ -96,8 +96,11 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 
 def _counter_uniform(index: torch.Tensor, key_a, key_b, dtype) -> torch.Tensor:
     h = _hash32(_hash32(index ^ key_a) ^ key_b)
-    # top 23 bits -> (j + 0.5) / 2^23, exactly representable in float32, strictly inside (0, 1)
-    return (((h >> 9) & 0x7FFFFF).to(dtype) + 0.5) * (1.0 / (1 << 23))
+    # top 23 bits -> (j + 0.5) / 2^23, exactly representable in float32, strictly inside (0, 1).
+    # Computed in float32 at least: j overflows float16 (max 65504), which made every such value inf.
+    # Rounded to a 16-bit float, values near 1 become 1.0 (logit(u) = inf: bit 1, s(1 - s) = 0).
+    wide = dtype if dtype == torch.float64 else torch.float32
+    return ((((h >> 9) & 0x7FFFFF).to(wide) + 0.5) * (1.0 / (1 << 23))).to(dtype)
 
 
 def _index(like: torch.Tensor) -> torch.Tensor:
@@ -243,8 +246,9 @@ def _joint_grad_kernel_t1(grad, weight, logits, noise, index=None):
 # also writes, per mask entry and sample, the factor the backward needs (``u (1 - u) / d^2`` at
 # temperature 1, ``s (1 - s)`` otherwise) with the sample's bit as its sign bit (set: bit 0; a factor
 # that underflows to zero keeps it, as -0.0). The backward reads those factors instead of the noise.
-# The sign bit is read through an int32 view: ``torch.signbit`` compiles to a scalar loop, 9x slower. Same expressions as the kernels above, so the same bits; it costs 4 bytes per mask entry and
-# sample for the backward, as much as the masked copies themselves.
+# Same expressions as the kernels above, so the same bits; it keeps one value per mask entry and
+# sample for the backward, as many as the masked copies themselves. The sign bit is read through an
+# integer view: ``torch.signbit`` compiles to a scalar loop, 9x slower.
 
 def _factor(u, logits, p, q, inv_temperature):
     if inv_temperature is None:
@@ -283,9 +287,13 @@ def _factor_grad_kernel(grad, weight, logits, factors, inv_temperature, want_log
     return _logit_grad_from_total(total_logit, weight, logits, inv_temperature), total_weight
 
 
+_SAME_SIZE_INT = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
+                  torch.bfloat16: torch.int16}
+
+
 def _kept(factors):
-    # the sign bit of a float32 factor, clear for a kept weight
-    return factors.view(torch.int32) >= 0
+    # the factor's sign bit, clear for a kept weight
+    return factors.view(_SAME_SIZE_INT[factors.dtype]) >= 0
 
 
 def _logit_grad_from_total(total, weight, logits, inv_temperature):
@@ -416,7 +424,7 @@ def _signature(args) -> tuple:
 COMPILED_KERNELS = (_forward_kernel, _logit_grad_kernel_t1, _logit_grad_kernel, _weight_grad_kernel,
                     _joint_grad_kernel_t1, _forward_factors_kernel, _factor_grad_kernel)
 KERNEL_NAMES = ("mask sampling", "logit gradient", "logit gradient (any temperature)", "weight gradient",
-                "joint weight and logit gradient", "mask sampling", "gradient")
+                "joint weight and logit gradient", "mask sampling", "mask gradient")
 EAGER_KERNELS = (_eager_forward, _eager_logit_grad_t1, _eager_logit_grad, _eager_weight_grad,
                  _eager_joint_grad_t1, _eager_forward_factors, _eager_factor_grad)
 FORWARD, FORWARD_SAVING_FACTORS, GRAD_FROM_FACTORS = 0, 5, 6

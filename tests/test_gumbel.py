@@ -131,6 +131,31 @@ def test_backward_from_saved_factors_gives_the_bits_of_hashing_again(compiled, k
     assert results[True][-1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_saved_factors_in_other_float_types_give_the_bits_of_hashing_again(dtype, monkeypatch):
+    # the bit is read from the factor's sign through an integer view of the same width
+    from modmask import gumbel
+    torch.manual_seed(8)
+    weight = torch.randn(40, 30, dtype=dtype, requires_grad=True)
+    logits = (torch.randn(40, 30) * 2).to(dtype).requires_grad_()
+    noise = counter_keys(9, 0, 0, 3)
+    upstream = torch.randn(3, 40, 30, dtype=dtype)
+    results = {}
+    for save in (False, True):
+        monkeypatch.setattr(gumbel, "SAVE_FACTORS_ON_CPU", save)
+        out = sample_masked_weights(weight, logits, noise)
+        assert out.dtype == dtype and len(out.grad_fn.saved_tensors) == (4 if save else 3)
+        results[save] = (out.detach(), *torch.autograd.grad(out, (weight, logits), grad_outputs=upstream))
+    for hashed, saved in zip(results[False], results[True]):
+        assert torch.equal(hashed, saved)
+    kept = results[True][0] != 0
+    assert 0.1 < kept.double().mean() < 0.9
+    # the noise itself, in this type: inside (0, 1], and the same values as float32's rounded
+    noise_values = counter_uniform(noise, (40, 30), dtype)
+    assert torch.isfinite(noise_values).all() and (noise_values > 0).all() and (noise_values <= 1).all()
+    assert torch.equal(noise_values, counter_uniform(noise, (40, 30)).to(dtype))
+
+
 def test_saved_factors_keep_the_bit_where_the_factor_underflows_to_zero():
     # At a low temperature s(1 - s) rounds to 0 for large |logit|; the bit rides on the factor's sign bit
     # (-0.0 for a dropped weight), so the weight gradient still counts exactly the kept samples.
