@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import summary
-from .io import atomic_path, read_parquet, write_json
+from .io import atomic_path, read_parquet, read_table, write_json
 
 # experiment -> (the summary's findings of it, table folders under results/, figure folders under figures/)
 EXPERIMENTS = {
@@ -221,25 +221,38 @@ def carried_runs(carried: list[tuple[str, dict]]) -> dict[str, str]:
                  + (", finished" if state.get("finished") else "") for run, state in carried}
 
 
-def carried_task_rows(carried: list[tuple[str, dict]]) -> list[str]:
+def carried_task_rows(carried: list[tuple[str, dict]], kept_sharing: pd.DataFrame | None = None) -> list[str]:
     """Markdown table rows of what the carried runs' (:func:`_carried`) finished tasks found so far: per run
     and task after the first, the share of the task's mask that earlier tasks used, per weight layer that is
     not re-initialised and in total, and the task's test accuracy with its mask (the rows its tables will have
-    when it ends)."""
+    when it ends). With ``kept_sharing`` (the sharing table of the experiment's kept reference run), a last
+    column gives that run's shares at the same variant, seed and task."""
     rows = []
     for run, state in carried:
+        variant, _, seed = run.partition(" seed")
         for task in state["tasks"][1:]:
-            shares = [f"{r['layer_label']} {100 * r['shared_fraction']:.1f}%" for r in task.get("sharing", [])
-                      if not r.get("reinitialised") and not str(r.get("layer", "")).endswith("bias")]
             own = task.get("accuracy", {}).get("own_mask")
-            rows.append(f"| {run} | {task['task']} | {'; '.join(shares)} | "
-                        f"{'' if own is None else f'{100 * own:.1f}%'} |")
+            row = (f"| {run} | {task['task']} | {_layer_shares(task.get('sharing', []))} | "
+                   f"{'' if own is None else f'{100 * own:.1f}%'} |")
+            if kept_sharing is not None:
+                same = kept_sharing[(kept_sharing["variant"] == variant) & (kept_sharing["seed"].astype(str) == seed)
+                                    & (kept_sharing["task"] == task["task"])]
+                row += f" {_layer_shares(same.to_dict('records')) or 'not in that run'} |"
+            rows.append(row)
     return rows
 
 
-def readme_block(experiment: str, reference: str | Path = "reference", link_prefix: str = "reference") -> str:
+def _layer_shares(sharing_rows) -> str:
+    """``layer 2 2.7%; layer 3 1.5%; ...``: the shared fraction of each weight layer that is not re-initialised."""
+    return "; ".join(f"{r['layer_label']} {100 * r['shared_fraction']:.1f}%" for r in sharing_rows
+                     if not r.get("reinitialised") and not str(r.get("layer", "")).endswith("bias"))
+
+
+def readme_block(experiment: str, reference: str | Path = "reference", link_prefix: str = "reference",
+                 kept: tuple[Path, str] | None = None) -> str:
     """The generated part of an experiment's README section: where the run comes from, its findings
-    against the paper's, and its figures."""
+    against the paper's, and its figures. ``kept``: (reference folder, link prefix) of the experiment's main
+    kept run, which a run under way beside it is compared with, task by task."""
     reference = Path(reference)
     manifest = load_manifest(reference, experiment)
     if manifest is None:
@@ -250,11 +263,20 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
                 f"carries its progress in `{link_prefix}/{experiment}/progress/` (`python -m modmask.carry`); "
                 f"finished tasks per run: "
                 + ", ".join(f"{run} {tasks}" for run, tasks in carried_runs(carried).items()) + ".\n")
-        rows = carried_task_rows(carried)
+        kept_sharing, kept_manifest = None, None
+        if kept is not None and (kept_manifest := load_manifest(kept[0], experiment)) is not None \
+                and (kept[0] / experiment / "sharing.parquet").exists():
+            kept_sharing = read_table(kept[0] / experiment / "sharing.parquet",
+                                      ("variant", "seed", "task", "layer", "layer_label", "reinitialised",
+                                       "shared_fraction"))
+        rows = carried_task_rows(carried, kept_sharing)
         if rows:
-            text += ("\nWhat the finished tasks found so far (from the carried progress):\n\n| run | task | % of the "
-                     "task's mask used by an earlier task | test accuracy with its mask |\n|---|---|---|---|\n"
-                     + "\n".join(rows) + "\n")
+            header = "| run | task | % of the task's mask used by an earlier task | test accuracy with its mask |"
+            if kept_sharing is not None:
+                header += (f" the same in the kept {', '.join(kept_manifest['scale'])}-scale run "
+                           f"(`{kept[1]}/{experiment}/`) |")
+            text += ("\nWhat the finished tasks found so far (from the carried progress):\n\n" + header + "\n"
+                     + "|---" * header.count(" |") + "|\n" + "\n".join(rows) + "\n")
         return text
     lines = [f"Reference run ({', '.join(manifest['scale'])} scale), {manifest['date']}, {manifest['machine']}"
              + (f", wall time {manifest['wall_time']}" if manifest.get("wall_time") else "")
@@ -326,7 +348,9 @@ def _block(name: str, reference: Path) -> str:
                              f"one of {sorted(EXPERIMENTS)}, optionally after a folder of reference/ "
                              f"(e.g. quick/permuted_mnist), or {GALLERY!r}")
     link_prefix = "/".join(part for part in ("reference", folder) if part)
-    return readme_block(experiment, reference / folder if folder else reference, link_prefix)
+    if not folder:
+        return readme_block(experiment, reference, link_prefix)
+    return readme_block(experiment, reference / folder, link_prefix, kept=(reference, "reference"))
 
 
 def render_readme(text: str, reference: str | Path = "reference") -> str:

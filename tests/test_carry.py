@@ -3,6 +3,7 @@ small, resumes bit for bit, never replaces more progress with less, and bad inpu
 import gzip
 import logging
 
+import pandas as pd
 import pytest
 import torch
 
@@ -190,3 +191,35 @@ def test_readme_block_shows_what_the_carried_tasks_found(tmp_path, tiny):
     assert len(cells[2].split("; ")) == len(shown)
     assert cells[3] == f"{100 * task1['accuracy']['own_mask']:.1f}%"
     assert "reference/ref30k/permuted_mnist/progress/" in text
+
+
+def test_a_carried_run_beside_a_kept_run_is_compared_with_it_task_by_task(tmp_path, tiny):
+    # the 30k-step run under way in reference/long30k/ against the kept 10k run in reference/permuted_mnist/
+    from modmask import reference as ref
+    from modmask.io import write_parquet
+    from test_reference import write_pm_results
+
+    block, data, _ = tiny
+    two = progress_after(2, block, data)
+    save_torch(two, tmp_path / "results/permuted_mnist/used2_new0/seed1/run.pt.ckpt")
+    repo = tmp_path / "reference"
+    carry.carry_out("permuted_mnist", tmp_path / "results", repo / "long30k")
+    kept = write_pm_results(tmp_path / "kept")
+    rows = [{**PROVENANCE, "variant": "used2_new0", "seed": 1, "task": 1, "layer": layer, "layer_label": label,
+             "reinitialised": layer.startswith("layers.0."), "shared_fraction": value}
+            for layer, label, value in (("layers.0.weight", "layer 1", 0.5), ("layers.1.weight", "layer 2", 0.125),
+                                        ("layers.1.bias", "layer 2 (bias)", 0.9), (pm.TOTAL, "total", 0.25))]
+    write_parquet(pd.DataFrame(rows), kept / "permuted_mnist/sharing.parquet")
+    ref.export("permuted_mnist", kept, repo, kept / "figures")
+    name = "long30k/permuted_mnist"
+    text = ref.render_readme(f"<!-- reference:{name} -->\n<!-- /reference:{name} -->", repo)
+    (header,) = [line for line in text.splitlines() if line.startswith("| run |")]
+    assert header.endswith("| the same in the kept long-scale run (`reference/permuted_mnist/`) |")
+    (row,) = [line for line in text.splitlines() if line.startswith("| used2_new0 seed1 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert len(cells) == 5 and cells[1] == "1"
+    # the kept run's weight layers that are not re-initialised, biases left out, as in the carried column
+    assert cells[4] == "layer 2 12.5%; total 25.0%"
+    # without a kept run the table has its four columns
+    solo = ref.readme_block("permuted_mnist", repo / "long30k", "reference/long30k")
+    assert "the same in the kept" not in solo and "| used2_new0 seed1 | 1 |" in solo
