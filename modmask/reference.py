@@ -263,12 +263,13 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
                 f"carries its progress in `{link_prefix}/{experiment}/progress/` (`python -m modmask.carry`); "
                 f"finished tasks per run: "
                 + ", ".join(f"{run} {tasks}" for run, tasks in carried_runs(carried).items()) + ".\n")
-        kept_sharing, kept_manifest = None, None
-        if kept is not None and (kept_manifest := load_manifest(kept[0], experiment)) is not None \
-                and (kept[0] / experiment / "sharing.parquet").exists():
-            kept_sharing = read_table(kept[0] / experiment / "sharing.parquet",
-                                      ("variant", "seed", "task", "layer", "layer_label", "reinitialised",
-                                       "shared_fraction"))
+        kept_sharing = kept_manifest = None
+        if kept is not None:
+            kept_manifest = load_manifest(kept[0], experiment)
+            sharing_path = kept[0] / experiment / "sharing.parquet"
+            if kept_manifest is not None and sharing_path.exists():
+                kept_sharing = read_table(sharing_path, ("variant", "seed", "task", "layer", "layer_label",
+                                                         "reinitialised", "shared_fraction"))
         rows = carried_task_rows(carried, kept_sharing)
         if rows:
             header = "| run | task | % of the task's mask used by an earlier task | test accuracy with its mask |"

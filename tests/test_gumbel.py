@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from modmask.gumbel import (FORWARD, FORWARD_SAVING_FACTORS, KERNELS, NOISE_EPS, NoiseSource, StraightThroughMask, counter_keys, counter_uniform,
-                            reference_hard_sample, sample_masked_weights, soft_sample)
+from modmask.gumbel import (FORWARD, FORWARD_SAVING_FACTORS, KERNELS, NOISE_EPS, NoiseSource, StraightThroughMask,
+                            counter_keys, counter_uniform, reference_hard_sample, sample_masked_weights, soft_sample)
 
 LOGITS = torch.linspace(-3.0, 3.0, 13)
 
@@ -67,7 +67,8 @@ def test_straight_through_forward_and_gradients_match_reference(compiled, kind, 
     torch.testing.assert_close(gw, rw, rtol=1e-5, atol=1e-6)
     assert gl.abs().sum() > 0 and gw.abs().sum() > 0
     assert not (compiled and KERNELS.compile_failed), "torch.compile of the kernels failed"
-    assert not compiled or any(index in (FORWARD, FORWARD_SAVING_FACTORS) for index, _ in KERNELS._seen), "the compiled kernels never ran"
+    assert not compiled or any(index in (FORWARD, FORWARD_SAVING_FACTORS) for index, _ in KERNELS._seen), \
+        "the compiled kernels never ran"
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
@@ -112,43 +113,41 @@ def test_backward_from_saved_factors_gives_the_bits_of_hashing_again(compiled, k
                                                                      monkeypatch):
     # On the CPU the forward saves one factor per entry and sample for the backward instead of hashing the
     # noise a second time; masked weights and both gradients must be those of the hashing path, bit for bit.
-    from modmask import gumbel
     torch.manual_seed(5)
     shape, k = (96, 130), 3  # large enough for the compiled kernels
     weight = torch.randn(shape, requires_grad=train_weight)
     logits = (torch.randn(shape) * 2).requires_grad_()
     noise = _noise(kind, k, shape, seed=6)
-    upstream = torch.randn(k, *shape)
     inputs = (weight, logits) if train_weight else (logits,)
+    saved = _hashed_then_saved(monkeypatch, weight, logits, noise, inputs, temperature, compiled)
+    assert saved[-1].abs().sum() > 0
+
+
+def _hashed_then_saved(monkeypatch, weight, logits, noise, inputs, temperature=1.0, compiled=False):
+    """Masked weights and the gradients of ``inputs`` with the backward hashing the noise again, then with it
+    reading the factors the forward saved; checks they are equal bit for bit and returns the latter."""
+    from modmask import gumbel
+    upstream = torch.randn(noise.shape[0], *weight.shape, dtype=weight.dtype)
     results = {}
     for save in (False, True):
         monkeypatch.setattr(gumbel, "SAVE_FACTORS_ON_CPU", save)
         out = sample_masked_weights(weight, logits, noise, temperature, use_compiled=compiled)
+        assert out.dtype == weight.dtype
         assert len(out.grad_fn.saved_tensors) == (4 if save else 3)  # weight, logits, noise (, factors)
         results[save] = (out.detach(), *torch.autograd.grad(out, inputs, grad_outputs=upstream))
     for hashed, saved in zip(results[False], results[True]):
         assert torch.equal(hashed, saved)
-    assert results[True][-1].abs().sum() > 0
+    return results[True]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_saved_factors_in_other_float_types_give_the_bits_of_hashing_again(dtype, monkeypatch):
     # the bit is read from the factor's sign through an integer view of the same width
-    from modmask import gumbel
     torch.manual_seed(8)
     weight = torch.randn(40, 30, dtype=dtype, requires_grad=True)
     logits = (torch.randn(40, 30) * 2).to(dtype).requires_grad_()
     noise = counter_keys(9, 0, 0, 3)
-    upstream = torch.randn(3, 40, 30, dtype=dtype)
-    results = {}
-    for save in (False, True):
-        monkeypatch.setattr(gumbel, "SAVE_FACTORS_ON_CPU", save)
-        out = sample_masked_weights(weight, logits, noise)
-        assert out.dtype == dtype and len(out.grad_fn.saved_tensors) == (4 if save else 3)
-        results[save] = (out.detach(), *torch.autograd.grad(out, (weight, logits), grad_outputs=upstream))
-    for hashed, saved in zip(results[False], results[True]):
-        assert torch.equal(hashed, saved)
-    kept = results[True][0] != 0
+    kept = _hashed_then_saved(monkeypatch, weight, logits, noise, (weight, logits))[0] != 0
     assert 0.1 < kept.double().mean() < 0.9
     # the noise itself, in this type: inside (0, 1], and the same values as float32's rounded
     noise_values = counter_uniform(noise, (40, 30), dtype)
