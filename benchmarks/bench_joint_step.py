@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modmask.experiments.permuted_mnist import SELECTION, build_network  # noqa: E402
 from modmask import runtime  # noqa: E402
 from modmask.masks import WeightMask  # noqa: E402
+from modmask.masked_model import KERNEL_CHOICES  # noqa: E402
 from modmask.training import BatchSampler, TrainSettings, train_jointly  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument("--kernels", choices=("auto", "compiled", "eager"), default="auto")
+    parser.add_argument("--kernels", choices=KERNEL_CHOICES, default="auto")
     args = parser.parse_args(argv)
     runtime.tune_cpu_allocator()  # as every workflow job does (runtime.start_job)
     if args.threads:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modmask import FNN, MaskedModel, WeightMask  # noqa: E402
 from modmask import runtime  # noqa: E402
+from modmask.masked_model import KERNEL_CHOICES  # noqa: E402
 
 
 def _loss(out, y):
@@ -95,7 +96,7 @@ def measure(args) -> dict:
     return {
         "allocator_tuned": tuned,
         "threads": torch.get_num_threads(),
-        "kernels": "compiled" if masked.use_compiled else "eager",
+        "kernels": masked.kernels if masked.kernels == "fused" else "compiled" if masked.use_compiled else "eager",
         "noise": getattr(masked.noise, "kind", "torch"),
         "mask_samples": args.k, "batch": args.batch, "network": f"42-{args.depth}x{args.width}-20",
         "masked_weights": mask.numel(),
@@ -135,7 +136,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--kernels", choices=("auto", "compiled", "eager"), default="auto")
+    parser.add_argument("--kernels", choices=KERNEL_CHOICES, default="auto")
     parser.add_argument("--noise", choices=("counter", "torch"), default=None,
                         help="noise kind of the MaskedModel (default: the library's default)")
     parser.add_argument("--allocator", choices=("both", "tuned", "default"), default="both",

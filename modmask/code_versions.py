@@ -21,6 +21,9 @@ PACKAGE = PACKAGE_ROOT.name
 # A package ``__init__`` may export names that it loads on first access; it lists them in a dict
 # literal of this name ({exported name: submodule}), so that the closure can follow them.
 LAZY_EXPORTS = "LAZY_EXPORTS"
+# A module that reads other source files (C code it compiles) lists them, relative to its folder, in a
+# tuple literal of this name; they belong to the code version of whatever imports the module.
+CODE_FILES = "CODE_FILES"
 
 
 @lru_cache(maxsize=None)
@@ -122,8 +125,20 @@ def import_closure(*sources: str | Path) -> list[Path]:
 
 @lru_cache(maxsize=None)
 def _files_imported_by(path: Path, mtime_ns: int, size: int) -> tuple[Path, ...]:
-    """The package files one version of a file runs by its imports (not following them further)."""
-    return tuple(dict.fromkeys(f for name in imported_names(path) for f in _files_run_by_importing(name)))
+    """The package files one version of a file runs by its imports (not following them further), and the
+    other sources it names in ``CODE_FILES``."""
+    if path.suffix != ".py":
+        return ()
+    return tuple(dict.fromkeys([*(f for name in imported_names(path) for f in _files_run_by_importing(name)),
+                                *_code_files(path)]))
+
+
+def _code_files(path: Path) -> list[Path]:
+    for node in _parse(path).body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
+                and any(getattr(t, "id", None) == CODE_FILES for t in node.targets)):
+            return [(path.parent / name).resolve() for name in ast.literal_eval(node.value)]
+    return []
 
 
 def _qualified(name: str) -> str:

@@ -355,6 +355,11 @@ def _eager_joint_grad_t1(grad, weight, logits, noise, index=None):
     return total_logit * (weight * p * q), total_weight
 
 
+def _logit_sigmoids(logits):
+    # p = sigmoid(l) and q = sigmoid(-l) in one pass, for modmask.fused_linear (same bits eager and compiled)
+    return torch.sigmoid(logits), torch.sigmoid(-logits)
+
+
 def compile_lock_path() -> str:
     """The file that serialises kernel compilation on this machine (beside the inductor cache it guards)."""
     folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or tempfile.gettempdir()
@@ -420,14 +425,14 @@ def _signature(args) -> tuple:
 
 
 # index i: forward, logit grad (T = 1), logit grad (any T), weight grad, joint grad (T = 1),
-# forward saving the backward's factors, gradients from saved factors
+# forward saving the backward's factors, gradients from saved factors, the logits' two sigmoids
 COMPILED_KERNELS = (_forward_kernel, _logit_grad_kernel_t1, _logit_grad_kernel, _weight_grad_kernel,
-                    _joint_grad_kernel_t1, _forward_factors_kernel, _factor_grad_kernel)
+                    _joint_grad_kernel_t1, _forward_factors_kernel, _factor_grad_kernel, _logit_sigmoids)
 KERNEL_NAMES = ("mask sampling", "logit gradient", "logit gradient (any temperature)", "weight gradient",
-                "joint weight and logit gradient", "mask sampling", "mask gradient")
+                "joint weight and logit gradient", "mask sampling", "mask gradient", "logit sigmoids")
 EAGER_KERNELS = (_eager_forward, _eager_logit_grad_t1, _eager_logit_grad, _eager_weight_grad,
-                 _eager_joint_grad_t1, _eager_forward_factors, _eager_factor_grad)
-FORWARD, FORWARD_SAVING_FACTORS, GRAD_FROM_FACTORS = 0, 5, 6
+                 _eager_joint_grad_t1, _eager_forward_factors, _eager_factor_grad, _logit_sigmoids)
+FORWARD, FORWARD_SAVING_FACTORS, GRAD_FROM_FACTORS, LOGIT_SIGMOIDS = 0, 5, 6, 7
 
 
 # Each kernel compiles once per layer shape (see _signature), mask sample count and setting; past torch's
@@ -476,7 +481,8 @@ class _Kernels:
         started = time.monotonic()
         with machine_compile_lock():
             result = kernel(*args)
-        shapes = "x".join(str(n) for n in args[1].shape) if isinstance(args[1], torch.Tensor) else "?"
+        parameter = args[1] if len(args) > 1 else args[0]   # the weight (the logits for the sigmoids)
+        shapes = "x".join(str(n) for n in parameter.shape) if isinstance(parameter, torch.Tensor) else "?"
         _log.info("%s kernel for a %s parameter ready in %.1f s", KERNEL_NAMES[index], shapes,
                   time.monotonic() - started)
         return result

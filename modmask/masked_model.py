@@ -22,11 +22,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.utils import _pytree as pytree
 
+from . import fused_linear
 from .gumbel import COMPILE_MIN_ELEMENTS, NoiseSource, counter_uniform, sample_masked_weights
 from .masks import BinaryMask, WeightMask
 from .module_support import (PerSampleFallbackWarning, TrainModeError, check_train_mode, describe_vmap_failure,
                              fused_loop_modules, linear_modules, masked_call, per_sample_reason,
                              running_stat_modules)
+
+KERNEL_CHOICES = ("auto", "compiled", "eager", "fused")
 
 __all__ = ["BatchNotDivisibleError", "MaskedModel", "PerSampleFallbackWarning", "TrainModeError", "WithMask",
            "run_in_chunks", "run_with_mask"]
@@ -64,7 +67,9 @@ class MaskedModel(nn.Module):
     """A frozen (or jointly trained) module plus a :class:`WeightMask`.
 
     ``batch_dim`` is where the batch lives in every tensor input, ``output_batch_dim`` (default the
-    same) in every tensor output. ``kernels`` is ``"auto"``, ``"compiled"`` or ``"eager"``.
+    same) in every tensor output. ``kernels`` is ``"auto"``, ``"compiled"``, ``"eager"`` or ``"fused"`` (masked
+    ``nn.Linear`` layers through :mod:`modmask.fused_linear` on the CPU, the rest as ``"auto"``; agrees with
+    the others to float32 rounding, not bit for bit).
     ``noise_kind``: ``"counter"`` (default; the kernels hash counter keys into noise, nothing K x N
     is drawn or stored) or ``"torch"`` (uniform noise drawn from PyTorch generators into a buffer).
 
@@ -78,8 +83,8 @@ class MaskedModel(nn.Module):
         super().__init__()
         if mask_samples < 1:
             raise ValueError(f"mask_samples must be >= 1, got {mask_samples}")
-        if kernels not in ("auto", "compiled", "eager"):
-            raise ValueError(f"kernels must be 'auto', 'compiled' or 'eager', got {kernels!r}")
+        if kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNEL_CHOICES))}, got {kernels!r}")
         params = dict(module.named_parameters())
         unknown = [n for n in mask.names if n not in params]
         if unknown:
@@ -98,7 +103,8 @@ class MaskedModel(nn.Module):
         device = params[mask.names[0]].device
         self.noise = NoiseSource(seed, device, kind=noise_kind)
         total = mask.numel() * mask_samples
-        self.use_compiled = kernels == "compiled" or (kernels == "auto" and total >= COMPILE_MIN_ELEMENTS)
+        self.use_compiled = kernels == "compiled" or (kernels in ("auto", "fused") and total >= COMPILE_MIN_ELEMENTS)
+        self.kernels = kernels
         self._noise_buffer: torch.Tensor | None = None
         # found once: the module's structure is fixed while it is masked
         self._fused = fused_loop_modules(module)
@@ -159,19 +165,39 @@ class MaskedModel(nn.Module):
         keys = self.noise.keys(len(self.mask.names), self.mask_samples)
         return dict(zip(self.mask.names, keys))
 
-    def sample_weights(self, noise: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """K masked copies of each masked parameter, shape (K, *param.shape).
+    def _step_noise(self, noise: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        if noise is None:
+            noise = self._next_keys() if self.noise.kind == "counter" else self.draw_noise()
+        return noise
+
+    def _scaled_logit(self, logit: torch.Tensor) -> torch.Tensor:
+        return logit if self.logit_scale == 1.0 else logit * self.logit_scale
+
+    def sample_weights(self, noise: dict[str, torch.Tensor] | None = None,
+                       skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+        """K masked copies of each masked parameter (but those in ``skip``), shape (K, *param.shape).
 
         ``noise`` maps each masked parameter to float noise (K, *shape) or int32 counter keys (K, 2);
         without it the next step's noise is used (counter keys, never materialised, by default).
         """
-        if noise is None:
-            noise = self._next_keys() if self.noise.kind == "counter" else self.draw_noise()
+        noise = self._step_noise(noise)
         weights = self._weights()
-        scale = self.logit_scale
-        return {n: sample_masked_weights(weights[n], logit if scale == 1.0 else logit * scale, noise[n],
-                                         self.temperature, self.use_compiled)
-                for n, logit in self.mask.items()}
+        return {n: sample_masked_weights(weights[n], self._scaled_logit(logit), noise[n], self.temperature,
+                                         self.use_compiled)
+                for n, logit in self.mask.items() if n not in skip}
+
+    def _fused_linear_specs(self, noise: dict[str, torch.Tensor]) -> dict[str, tuple]:
+        """``{weight name: (weight, scaled logits, keys, use_compiled)}`` of the masked ``nn.Linear`` weights that take the
+        fused path this step (``kernels="fused"``, see :mod:`modmask.fused_linear`)."""
+        if self.kernels != "fused":
+            return {}
+        weights, specs = self._weights(), {}
+        for name, _ in self._linears:
+            key = f"{name}.weight" if name else "weight"
+            logit = self.mask.logit(key)
+            if fused_linear.supports(weights[key], logit, noise[key], self.temperature):
+                specs[key] = (weights[key], self._scaled_logit(logit), noise[key], self.use_compiled)
+        return specs if specs and fused_linear.available() else {}
 
     def _others(self, replaced) -> dict[str, torch.Tensor]:
         state = {n: (p if self.train_weights else p.detach()) for n, p in self.module.named_parameters()
@@ -184,8 +210,10 @@ class MaskedModel(nn.Module):
         """Vectorised pass: chunk k of the batch runs with mask sample k."""
         check_train_mode(self._running_stats, self.mask_samples)
         k = self.mask_samples
-        sampled = self.sample_weights(noise)
-        others = self._others(sampled)
+        noise = self._step_noise(noise)
+        fused = self._fused_linear_specs(noise) if self._fallback is None else {}
+        sampled = self.sample_weights(noise, skip=frozenset(fused))
+        others = self._others({**sampled, **fused})
         split_args = _map_structure(lambda t: _split_batch(t, k, self.batch_dim), (args, kwargs))
         if self._fallback is not None:
             return self._per_sample(sampled, others, split_args)
@@ -195,10 +223,13 @@ class MaskedModel(nn.Module):
 
         in_dims = _in_dims(split_args, self.batch_dim)
         try:
-            with masked_call(self._fused, self._linears):
+            with masked_call(self._fused, self._linears, fused):
                 out = vmap(one_sample, in_dims=(0, *in_dims), out_dims=self.output_batch_dim,
                            randomness="different")(sampled, *split_args)
         except Exception as error:  # noqa: BLE001 - confirmed below by the exact per-sample path
+            if fused:   # the per-sample passes need every masked copy; the keys give the same masks
+                sampled.update(self.sample_weights(noise, skip=frozenset(self.mask.names) - frozenset(fused)))
+                others = self._others(sampled)
             return self._fall_back(error, sampled, others, split_args)
         return _tree_map_tensors(lambda t: _merge_batch(t, self.output_batch_dim), out)
 

@@ -52,6 +52,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from . import fused_linear
+
 # Layers run as K calls of their own forward inside the vectorised pass (see the module docstring).
 FUSED_LOOP_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase, nn.MultiheadAttention)
 # Layers whose model runs as K separate passes (see the module docstring).
@@ -297,17 +299,22 @@ def _fastpath_setting():
 
 
 @contextmanager
-def masked_call(fused: list[tuple[str, nn.Module]], linears: list[tuple[str, nn.Module]] = ()):
+def masked_call(fused: list[tuple[str, nn.Module]], linears: list[tuple[str, nn.Module]] = (),
+                fused_linears: dict[str, tuple] | None = None):
     """The state every masked pass runs in: PyTorch's attention fast path off, each layer of ``fused``
-    routed through the fused loop and each of ``linears`` through :class:`RowMajorLinear`. Everything is
-    restored on exit, also after an exception."""
+    routed through the fused loop and each of ``linears`` through :class:`RowMajorLinear`, or, where
+    ``fused_linears`` has its weight's name, through :func:`modmask.fused_linear.linear_forward` with that
+    entry. Everything is restored on exit, also after an exception."""
     mha = _fastpath_setting()
     fastpath = mha.get_fastpath_enabled() if mha is not None else None
     patched, cache = [], {}
     try:
         if mha is not None:
             mha.set_fastpath_enabled(False)
-        replacements = [(sub, _row_major_linear_forward(sub)) for _, sub in linears]
+        fused_linears = fused_linears or {}
+        replacements = [(sub, fused_linear.linear_forward(sub, spec) if (spec := fused_linears.get(
+            f"{name}.weight" if name else "weight")) is not None else _row_major_linear_forward(sub))
+            for name, sub in linears]
         replacements += [(sub, _fused_loop_forward(sub, sub.forward, cache)) for _, sub in fused]
         for sub, forward in replacements:
             patched.append((sub, sub.__dict__.get("forward", _MISSING)))

@@ -52,6 +52,13 @@ def test_version_changes_with_the_script_and_names_the_missing(tmp_path):
         code_version("experiments.nonexistent")
 
 
+def test_c_code_a_module_compiles_belongs_to_the_closure_of_what_imports_it(tmp_path):
+    script = tmp_path / "a.py"
+    script.write_text("from modmask import masked_model\n")
+    assert {"fused_linear.py", "csrc/masked_linear.c"} <= relative(import_closure(script))
+    assert "csrc/masked_linear.c" not in relative(import_closure("modmask.io"))
+
+
 def test_static_closure_holds_every_module_python_really_imports():
     """Ground truth from the interpreter: what importing each library module puts into sys.modules.
     The static closure may hold more (imports inside functions), never less."""
