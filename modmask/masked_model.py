@@ -30,6 +30,8 @@ from .module_support import (PerSampleFallbackWarning, TrainModeError, check_tra
                              running_stat_modules)
 
 KERNEL_CHOICES = ("auto", "compiled", "eager", "fused")
+# what the vectorised pass holds in place of a weight that the fused kernels read (see MaskedModel.forward)
+_READ_BY_FUSED_FORWARD = torch.empty(0)
 
 __all__ = ["BatchNotDivisibleError", "MaskedModel", "PerSampleFallbackWarning", "TrainModeError", "WithMask",
            "run_in_chunks", "run_with_mask"]
@@ -113,6 +115,11 @@ class MaskedModel(nn.Module):
         # why K separate passes are used: a layer that is faster that way, or what vmap could not run
         # (op, module, reason) once the vectorised pass failed on this module; None: the one pass
         self._fallback: str | None = per_sample_reason(module)
+        # kernels="fused": the plain nn.Linear layers that may take the fused path (not those inside a fused-loop
+        # layer, which reads their weights itself), and why it was turned off for this model, if it was
+        self._fusable = [(name, sub) for name, sub in self._linears
+                         if not any(name.startswith(f"{outer}.") for outer, _ in self._fused)]
+        self._fused_off: str | None = None
 
     @property
     def path(self) -> str:
@@ -189,10 +196,10 @@ class MaskedModel(nn.Module):
     def _fused_linear_specs(self, noise: dict[str, torch.Tensor]) -> dict[str, tuple]:
         """``{weight name: (weight, scaled logits, keys, use_compiled)}`` of the masked ``nn.Linear`` weights that take the
         fused path this step (``kernels="fused"``, see :mod:`modmask.fused_linear`)."""
-        if self.kernels != "fused":
+        if self.kernels != "fused" or self._fused_off is not None or self._fallback is not None:
             return {}
         weights, specs = self._weights(), {}
-        for name, _ in self._linears:
+        for name, _ in self._fusable:
             key = f"{name}.weight" if name else "weight"
             logit = self.mask.logit(key)
             if fused_linear.supports(weights[key], logit, noise[key], self.temperature):
@@ -211,9 +218,11 @@ class MaskedModel(nn.Module):
         check_train_mode(self._running_stats, self.mask_samples)
         k = self.mask_samples
         noise = self._step_noise(noise)
-        fused = self._fused_linear_specs(noise) if self._fallback is None else {}
+        fused = self._fused_linear_specs(noise)
         sampled = self.sample_weights(noise, skip=frozenset(fused))
-        others = self._others({**sampled, **fused})
+        # a fused layer's weight is read by its fused forward only; code that reads it anywhere else gets an
+        # empty tensor and fails, and the step runs again without the fused kernels (below), never unmasked
+        others = {**self._others({**sampled, **fused}), **{name: _READ_BY_FUSED_FORWARD for name in fused}}
         split_args = _map_structure(lambda t: _split_batch(t, k, self.batch_dim), (args, kwargs))
         if self._fallback is not None:
             return self._per_sample(sampled, others, split_args)
@@ -227,9 +236,13 @@ class MaskedModel(nn.Module):
                 out = vmap(one_sample, in_dims=(0, *in_dims), out_dims=self.output_batch_dim,
                            randomness="different")(sampled, *split_args)
         except Exception as error:  # noqa: BLE001 - confirmed below by the exact per-sample path
-            if fused:   # the per-sample passes need every masked copy; the keys give the same masks
-                sampled.update(self.sample_weights(noise, skip=frozenset(self.mask.names) - frozenset(fused)))
-                others = self._others(sampled)
+            if fused:   # the same step without the fused kernels (the same keys: the same masks) decides
+                self._fused_off = f"{type(error).__name__}: {error}"
+                warnings.warn(f"MaskedModel: kernels 'fused' turned off for this model, which the default kernels "
+                              f"run instead; with them the vectorised pass failed ({self._fused_off}), for "
+                              f"example because the model reads a masked nn.Linear's weight outside the layer's "
+                              f"forward.", RuntimeWarning, stacklevel=2)
+                return self.forward(*args, noise=noise, **kwargs)
             return self._fall_back(error, sampled, others, split_args)
         return _tree_map_tensors(lambda t: _merge_batch(t, self.output_batch_dim), out)
 

@@ -132,6 +132,46 @@ def test_inputs_with_more_dimensions_and_a_batch_in_dim_1():
     assert _relative_error(outputs[1][1], outputs[0][1]) < 1e-5
 
 
+class _ReadsItsLayersWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(10, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return F.linear(torch.relu(self.first(x)), self.second.weight, self.second.bias)
+
+
+@pytest.mark.parametrize("build", [_ReadsItsLayersWeight, lambda: nn.Sequential(
+    nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), nn.Linear(8, 3))])
+def test_a_weight_read_outside_its_layers_forward_is_masked_all_the_same(monkeypatch, build):
+    calls = _count_fused_calls(monkeypatch)
+    torch.manual_seed(2)
+    net = build()
+    x = torch.randn(12, 5, 10) if isinstance(net, _ReadsItsLayersWeight) else torch.randn(12, 5, 8)
+    outputs = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for kernels in ("eager", "fused", "fused"):
+            mask = WeightMask.for_module(net, initial_logit=0.5)
+            masked = MaskedModel(net, mask, mask_samples=3, seed=4, kernels=kernels)
+            out = masked(x)
+            out.sum().backward()
+            outputs.append((out.detach(), {n: logit.grad for n, logit in mask.items()}))
+            if kernels == "fused":
+                out = masked(x)   # the next step: the fused kernels stay off or on as they were
+    turned_off = [str(w.message) for w in caught if "turned off" in str(w.message)]
+    for out, grads in outputs[1:]:
+        assert _relative_error(out, outputs[0][0]) < 1e-5
+        assert all(_relative_error(grads[n], g) < 1e-5 for n, g in outputs[0][1].items())
+    if isinstance(net, _ReadsItsLayersWeight):
+        # its second layer's weight is read by F.linear in the parent's forward: one warning per model
+        assert len(turned_off) == 2 and "dim" in turned_off[0], turned_off[0]
+    else:
+        # the attention's out_proj is read by the attention itself, so it never takes the fused path
+        # (had it taken it, the attention would have failed on the weight it reads and turned them off)
+        assert not turned_off and len(calls) == 3 * 4   # linear1, linear2, the last layer; 2 models x 2 steps
+
+
 @pytest.mark.parametrize("setting", ["temperature", "torch noise", "no grad"])
 def test_steps_the_fused_kernels_do_not_cover_run_the_default_engine_bit_for_bit(monkeypatch, setting):
     calls = _count_fused_calls(monkeypatch)
