@@ -173,6 +173,8 @@ def _parallel(jobs) -> None:
 
 def _ranges(total: int, parts: int, step: int = 1) -> list[tuple[int, int]]:
     """``parts`` contiguous ranges covering ``[0, total)``, boundaries on multiples of ``step``."""
+    if total <= 0:
+        return [(0, 0)]
     parts = max(1, min(parts, -(-total // step)))
     size = -(-total // (parts * step)) * step
     return [(start, min(start + size, total)) for start in range(0, total, size)]

@@ -237,3 +237,11 @@ def test_joint_training_with_fused_kernels_follows_the_default_engine(monkeypatc
     assert abs(losses["fused"][0] - losses["eager"][0]) < 1e-5
     assert (losses["fused"] - losses["eager"]).abs().max() < 1e-3
     assert losses["fused"][-5:].mean() < 0.5 * losses["fused"][:5].mean()
+
+
+@pytest.mark.parametrize("total, parts, step", [(800, 2, 3), (10, 4, 1), (5, 3, 6), (2000, 16, 6), (0, 2, 1)])
+def test_thread_ranges_cover_every_row_once_on_block_boundaries(total, parts, step):
+    ranges = fused_linear._ranges(total, parts, step)
+    assert len(ranges) <= max(parts, 1) and ranges[0][0] == 0 and ranges[-1][1] == total
+    assert all(end == start for (_, end), (start, _) in zip(ranges, ranges[1:]))
+    assert all(start % step == 0 for start, _ in ranges)
