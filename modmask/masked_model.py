@@ -14,6 +14,7 @@ module).
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Callable
 
@@ -28,6 +29,8 @@ from .masks import BinaryMask, WeightMask
 from .module_support import (PerSampleFallbackWarning, TrainModeError, check_train_mode, describe_vmap_failure,
                              fused_loop_modules, linear_modules, masked_call, per_sample_reason,
                              running_stat_modules)
+
+_log = logging.getLogger("modmask.masked_model")
 
 KERNEL_CHOICES = ("auto", "compiled", "eager", "fused")
 # what the vectorised pass holds in place of a weight that the fused kernels read (see MaskedModel.forward)
@@ -120,6 +123,7 @@ class MaskedModel(nn.Module):
         self._fusable = [(name, sub) for name, sub in self._linears
                          if not any(name.startswith(f"{outer}.") for outer, _ in self._fused)]
         self._fused_off: str | None = None
+        self._fused_announced = False
 
     @property
     def path(self) -> str:
@@ -204,7 +208,16 @@ class MaskedModel(nn.Module):
             logit = self.mask.logit(key)
             if fused_linear.supports(weights[key], logit, noise[key], self.temperature):
                 specs[key] = (weights[key], self._scaled_logit(logit), noise[key], self.use_compiled)
-        return specs if specs and fused_linear.available() else {}
+        specs = specs if specs and fused_linear.available() else {}
+        if not self._fused_announced and torch.is_grad_enabled():
+            self._fused_announced = True
+            if specs:
+                _log.info("kernels 'fused': %d of %d masked weights through modmask.fused_linear (%s)", len(specs),
+                          len(self.mask.names), ", ".join(specs))
+            else:
+                _log.info("kernels 'fused': no masked weight can take them here (they need a plain nn.Linear on "
+                          "the CPU, float32, counter noise, temperature 1 and a C compiler); default kernels")
+        return specs
 
     def _others(self, replaced) -> dict[str, torch.Tensor]:
         state = {n: (p if self.train_weights else p.detach()) for n, p in self.module.named_parameters()

@@ -95,8 +95,9 @@ def _count_fused_calls(monkeypatch):
 
 
 @pytest.mark.parametrize("train_weights", [False, True])
-def test_masked_model_with_fused_kernels_matches_the_default_engine(monkeypatch, train_weights):
+def test_masked_model_with_fused_kernels_matches_the_default_engine(monkeypatch, caplog, train_weights):
     calls = _count_fused_calls(monkeypatch)
+    caplog.set_level(logging.INFO, logger="modmask.masked_model")
     x = torch.randn(24, 37)
     results = {}
     for kernels in ("eager", "fused"):
@@ -110,6 +111,8 @@ def test_masked_model_with_fused_kernels_matches_the_default_engine(monkeypatch,
         results[kernels] = out.detach(), grads
         assert masked.path == "vectorised"
     assert calls == [(4, 6, 37), (4, 6, 50)]   # both layers, all four samples in one call each
+    assert [r.getMessage() for r in caplog.records if "fused" in r.getMessage()] == [
+        "kernels 'fused': 2 of 4 masked weights through modmask.fused_linear (0.weight, 2.weight)"]
     (out, grads), (fused_out, fused_grads) = results["eager"], results["fused"]
     assert _relative_error(fused_out, out) < 1e-5
     assert set(grads) == set(fused_grads) and len(grads) == (8 if train_weights else 4)
