@@ -26,6 +26,15 @@ typedef uint32_t vu __attribute__((vector_size(4 * LANES)));
 typedef int32_t vi __attribute__((vector_size(4 * LANES)));
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* No contraction of a * b + c into one FMA in the functions whose results must have gumbel's bits: GCC takes
+ * the attribute, clang the pragma at the top of the function body. */
+#if defined(__clang__)
+#define NO_FMA_CONTRACTION
+#define NO_FMA_CONTRACTION_BODY _Pragma("STDC FP_CONTRACT OFF")
+#else
+#define NO_FMA_CONTRACTION __attribute__((optimize("fp-contract=off")))
+#define NO_FMA_CONTRACTION_BODY
+#endif
 
 ALWAYS_INLINE vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 ALWAYS_INLINE vi loadi(const float *p) { vi v; memcpy(&v, p, sizeof v); return v; }
@@ -52,9 +61,10 @@ ALWAYS_INLINE vf uniformv(vu index, uint32_t ka, uint32_t kb) {
 /* One masked row of sample k: panel[i] = bit ? w[i] : 0 and, unless factors is NULL, the backward's
  * factor u(1-u)/d^2 with d = q + (p - q) u, negated where the bit is 0 (gumbel's saved factors). Compiled
  * without FMA contraction so that the factors have gumbel's bits. */
-__attribute__((optimize("fp-contract=off")))
+NO_FMA_CONTRACTION
 static void sample_row(const float *w, const float *p, const float *q, uint32_t first_index, uint32_t ka,
                        uint32_t kb, int n, float *panel, float *factors) {
+    NO_FMA_CONTRACTION_BODY
     vu lane;
     for (int j = 0; j < LANES; j++) lane[j] = (uint32_t)j;
     const vi sign = (vi)((vu){0} + 0x80000000u);
@@ -217,9 +227,10 @@ void mlf_input_grad(const float *g, const float *w, const float *factors, float 
 /* One row of sample k into the totals: total_logit += G |f|, total_weight += G bit, and after the last sample
  * total_logit *= weight * p * q. Without FMA contraction, so that the sums do not depend on whether the weight
  * gradient is wanted (the compiler would contract the two code paths differently). */
-__attribute__((optimize("fp-contract=off"), noinline))
+NO_FMA_CONTRACTION __attribute__((noinline))
 static void accumulate_row(const float *G, const float *f, const float *w, const float *p, const float *q,
                            float *total_logit, float *total_weight, int n, int first, int last) {
+    NO_FMA_CONTRACTION_BODY
     const vi sign = (vi)((vu){0} + 0x80000000u);
     int i = 0;
     for (; i + LANES <= n; i += LANES) {
