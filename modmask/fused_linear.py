@@ -4,8 +4,9 @@ The default engine samples K masked copies of every weight (``gumbel``), multipl
 the batch (``torch.bmm``) and, in the backward, writes each sample's weight gradient before the mask
 kernel sums them over the samples. For a plain ``nn.Linear`` the C functions in ``csrc/masked_linear.c``
 do the same work in blocks that stay in cache, so the K masked copies and the K weight gradients never
-reach memory. Measured on a 2-core AMD EPYC (``benchmarks/fused_linear``): 30% less time per 800 x 784
-layer at K = 8 with 16 rows per sample, 18% less per 2000 x 2000 layer at K = 4 with 32 rows.
+reach memory. Measured on a 2-core AMD EPYC, one thread (README, Speed): the permuted-MNIST joint step
+2.57-2.65 times an ordinary training step instead of 3.44-3.93, the add/mul FNN's mask step 1.78-1.83
+times instead of 2.12-2.19.
 
 What it computes: the same mask bits (the counter hash, bit for bit), the same saved factors (bit for bit),
 the same products and gradients up to float32 rounding: its sums run in another order than MKL's, so a
@@ -44,9 +45,9 @@ _log = logging.getLogger("modmask.fused_linear")
 CODE_FILES = ("csrc/masked_linear.c",)   # read by code_versions: editing the C code re-runs the rules using it
 SOURCE = Path(__file__).parent / CODE_FILES[0]
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
-# rows of the masked weight per panel in the forward, per block in the input gradient, per buffer in the
-# parameter gradients: the C code's OB, OBD and OB2 (scratch sizes below follow them)
-_FORWARD_ROWS, _INPUT_GRAD_ROWS, _PARAM_GRAD_ROWS = 3, 64, 6
+# rows of the masked weight per block of the forward and of the parameter gradients (the C code's OB and OB2):
+# threads split the rows on these boundaries
+_FORWARD_ROWS, _PARAM_GRAD_ROWS = 3, 6
 
 
 class FusedKernelsUnavailable(RuntimeError):
@@ -125,7 +126,7 @@ def load() -> ctypes.CDLL:
             _LIBRARY_ERROR = str(error)
             raise FusedKernelsUnavailable(_LIBRARY_ERROR) from error
         for name in ("mlf_forward", "mlf_input_grad", "mlf_param_grad"):
-            getattr(library, name).restype = None
+            getattr(library, name).restype = ctypes.c_int
         _LIBRARY = library
         return library
 
@@ -157,18 +158,20 @@ def _threads() -> int:
 
 
 def _parallel(jobs) -> None:
-    """Run the calls in ``jobs`` (ctypes releases the GIL), on torch's thread count."""
+    """Run the calls in ``jobs`` (ctypes releases the GIL), on torch's thread count; each returns the C
+    function's status (1: it could not allocate its scratch memory)."""
     global _POOL
     jobs = list(jobs)
     if len(jobs) == 1:
-        jobs[0]()
-        return
-    if _POOL is None or _POOL._max_workers < len(jobs):
-        if _POOL is not None:
-            _POOL.shutdown(wait=False)
-        _POOL = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fused-linear")
-    for future in [_POOL.submit(job) for job in jobs]:
-        future.result()
+        statuses = [jobs[0]()]
+    else:
+        if _POOL is None or _POOL._max_workers < len(jobs):
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fused-linear")
+        statuses = [future.result() for future in [_POOL.submit(job) for job in jobs]]
+    if any(statuses):
+        raise MemoryError("kernels 'fused': no memory for a C kernel's scratch buffer")
 
 
 def _ranges(total: int, parts: int, step: int = 1) -> list[tuple[int, int]]:
@@ -197,10 +200,8 @@ def forward(x, weight, p, q, keys, save_factors: bool = True):
     factors = torch.empty(samples, out_features, in_features) if save_factors else None
 
     def job(begin, end):
-        panel = torch.empty(_FORWARD_ROWS * in_features)
         return lambda: library.mlf_forward(_ptr(x), _ptr(weight), _ptr(p), _ptr(q), _ptr(keys), _ptr(y),
-                                           _ptr(factors), _ptr(panel), samples, rows, in_features, out_features,
-                                           begin, end)
+                                           _ptr(factors), samples, rows, in_features, out_features, begin, end)
 
     _parallel(job(b, e) for b, e in _ranges(out_features, _threads(), _FORWARD_ROWS))
     return y, factors
@@ -214,10 +215,9 @@ def input_grad(grad, weight, factors):
     dx = torch.empty(samples, rows, in_features)
 
     def job(begin, end):
-        panel = torch.empty(_INPUT_GRAD_ROWS * in_features)
         return lambda: library.mlf_input_grad(_ptr(grad[begin:end]), _ptr(weight), _ptr(factors[begin:end]),
-                                              _ptr(dx[begin:end]), _ptr(panel), end - begin, rows, in_features,
-                                              out_features, 0, out_features)
+                                              _ptr(dx[begin:end]), end - begin, rows, in_features, out_features, 0,
+                                              out_features)
 
     _parallel(job(b, e) for b, e in _ranges(samples, _threads()))
     return dx
@@ -233,10 +233,8 @@ def param_grad(grad, x, factors, weight, p, q, want_weight: bool):
     total_weight = torch.empty(out_features, in_features) if want_weight else None
 
     def job(begin, end):
-        buffer = torch.empty(_PARAM_GRAD_ROWS * in_features)
         return lambda: library.mlf_param_grad(_ptr(grad), _ptr(x), _ptr(factors), _ptr(weight), _ptr(p), _ptr(q),
-                                              _ptr(total_logit),
-                                              _ptr(total_weight), _ptr(buffer), samples, rows, in_features,
+                                              _ptr(total_logit), _ptr(total_weight), samples, rows, in_features,
                                               out_features, begin, end)
 
     _parallel(job(b, e) for b, e in _ranges(out_features, _threads(), _PARAM_GRAD_ROWS))

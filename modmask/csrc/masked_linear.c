@@ -14,6 +14,7 @@
  * set where the sample drops the weight (the format of gumbel's saved factors).
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -125,9 +126,11 @@ static void dot_tile_any(const float *xr, const float *panel, int IN, float *yr,
                                               yr + (size_t)r * OUT + o, OUT, 1, 1);
 }
 
-/* Rows [o_begin, o_end) of every sample; panel: OB * IN floats of scratch. */
-void mlf_forward(const float *x, const float *w, const float *p, const float *q, const int32_t *keys,
-                 float *y, float *factors, float *panel, int K, int B, int IN, int OUT, int o_begin, int o_end) {
+/* Rows [o_begin, o_end) of every sample. Returns 0, or 1 if its scratch memory could not be allocated. */
+int mlf_forward(const float *x, const float *w, const float *p, const float *q, const int32_t *keys,
+                float *y, float *factors, int K, int B, int IN, int OUT, int o_begin, int o_end) {
+    float *panel = malloc(sizeof(float) * OB * (size_t)(IN > 0 ? IN : 1));
+    if (!panel) return 1;
     for (int k = 0; k < K; k++) {
         uint32_t ka = (uint32_t)keys[2 * k], kb = (uint32_t)keys[2 * k + 1];
         const float *xk = x + (size_t)k * B * IN;
@@ -146,6 +149,8 @@ void mlf_forward(const float *x, const float *w, const float *p, const float *q,
             }
         }
     }
+    free(panel);
+    return 0;
 }
 
 /* ---- input gradient: dx[k] = g[k] (weight * bits_k), the bits read from the factors' sign ------------
@@ -172,9 +177,12 @@ ALWAYS_INLINE void dx_tile(const float *gr, int OUT, const float *panel, int IN,
         for (int v = 0; v < nv; v++) store(dxr + (size_t)r * IN + v * LANES, acc[r][v]);
 }
 
-/* Rows [o_begin, o_end) of the weight (a thread's share adds into its own dx); panel: OBD * IN floats. */
-void mlf_input_grad(const float *g, const float *w, const float *factors, float *dx, float *panel, int K, int B,
-                    int IN, int OUT, int o_begin, int o_end) {
+/* Rows [o_begin, o_end) of the weight, which dx starts from (the first block overwrites it). Returns 0, or 1
+ * if its scratch memory could not be allocated. */
+int mlf_input_grad(const float *g, const float *w, const float *factors, float *dx, int K, int B, int IN, int OUT,
+                   int o_begin, int o_end) {
+    float *panel = malloc(sizeof(float) * OBD * (size_t)(IN > 0 ? IN : 1));
+    if (!panel) return 1;
     for (int k = 0; k < K; k++) {
         const float *gk = g + (size_t)k * B * OUT;
         const float *fk = factors + (size_t)k * OUT * IN;
@@ -215,6 +223,8 @@ void mlf_input_grad(const float *g, const float *w, const float *factors, float 
                 }
         }
     }
+    free(panel);
+    return 0;
 }
 
 /* ---- parameter gradients: per sample G_k = g[k]^T x[k] (OUT x IN), never stored; summed over the samples
@@ -258,10 +268,12 @@ static void accumulate_row(const float *G, const float *f, const float *w, const
     }
 }
 
-/* Rows [o_begin, o_end); buffer: OB2 * IN floats of scratch. */
-void mlf_param_grad(const float *g, const float *x, const float *factors, const float *w, const float *p,
-                    const float *q, float *total_logit, float *total_weight, float *buffer, int K, int B, int IN,
-                    int OUT, int o_begin, int o_end) {
+/* Rows [o_begin, o_end). Returns 0, or 1 if its scratch memory could not be allocated. */
+int mlf_param_grad(const float *g, const float *x, const float *factors, const float *w, const float *p,
+                   const float *q, float *total_logit, float *total_weight, int K, int B, int IN, int OUT,
+                   int o_begin, int o_end) {
+    float *buffer = malloc(sizeof(float) * OB2 * (size_t)(IN > 0 ? IN : 1));
+    if (!buffer) return 1;
     for (int o0 = o_begin; o0 < o_end; o0 += OB2) {
         int no = o_end - o0 < OB2 ? o_end - o0 : OB2;
         for (int k = 0; k < K; k++) {
@@ -298,4 +310,6 @@ void mlf_param_grad(const float *g, const float *x, const float *factors, const 
             }
         }
     }
+    free(buffer);
+    return 0;
 }
