@@ -5,8 +5,8 @@ the batch (``torch.bmm``) and, in the backward, writes each sample's weight grad
 kernel sums them over the samples. For a plain ``nn.Linear`` the C functions in ``csrc/masked_linear.c``
 do the same work in blocks that stay in cache, so the K masked copies and the K weight gradients never
 reach memory. Measured on a 2-core AMD EPYC, one thread (README, Speed): the permuted-MNIST joint step
-2.57-2.65 times an ordinary training step instead of 3.44-3.93, the add/mul FNN's mask step 1.78-1.83
-times instead of 2.12-2.19.
+2.7 times an ordinary training step instead of 3.9 (medians of 12 and 6 runs), the add/mul FNN's mask step
+1.78-1.83 times instead of 2.12-2.19.
 
 What it computes: the same mask bits (the counter hash, bit for bit), the same saved factors (bit for bit),
 the same products and gradients up to float32 rounding: its sums run in another order than MKL's, so a
