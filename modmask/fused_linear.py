@@ -143,7 +143,8 @@ def available() -> bool:
     except FusedKernelsUnavailable as error:
         if not _WARNED:
             _WARNED = True
-            warnings.warn(f"kernels 'fused' cannot run here, so the default kernels run instead: {error}",
+            warnings.warn(f"kernels 'fused' cannot run here, so the default kernels run instead: {error} (they need "
+                          f"a C compiler, $CC or cc, and a writable $MODMASK_NATIVE_CACHE, default {cache_dir()})",
                           RuntimeWarning, stacklevel=2)
         return False
 

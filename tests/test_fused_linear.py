@@ -191,9 +191,14 @@ def test_steps_the_fused_kernels_do_not_cover_run_the_default_engine_bit_for_bit
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_without_a_compiler_the_default_engine_runs_with_one_warning(monkeypatch, tmp_path):
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("MODMASK_NATIVE_CACHE", str(tmp_path / "cache"))
+@pytest.mark.parametrize("missing", ["compiler", "writable cache"])
+def test_without_a_compiler_the_default_engine_runs_with_one_warning(monkeypatch, tmp_path, missing):
+    if missing == "compiler":
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+        monkeypatch.setenv("MODMASK_NATIVE_CACHE", str(tmp_path / "cache"))
+    else:   # a file where the cache folder should be (a chmod would not stop root)
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("MODMASK_NATIVE_CACHE", str(tmp_path / "file" / "cache"))
     monkeypatch.setattr(fused_linear, "_LIBRARY", None)
     monkeypatch.setattr(fused_linear, "_LIBRARY_ERROR", None)
     monkeypatch.setattr(fused_linear, "_WARNED", False)
@@ -205,7 +210,8 @@ def test_without_a_compiler_the_default_engine_runs_with_one_warning(monkeypatch
             net, mask = _model_and_mask()
             outputs.append(MaskedModel(net, mask, mask_samples=4, seed=3, kernels=kernels)(x))
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and "no-such-compiler" in messages[0] and "default kernels" in messages[0]
+    named = "no-such-compiler" if missing == "compiler" else str(tmp_path / "file" / "cache")
+    assert len(messages) == 1 and named in messages[0] and "default kernels" in messages[0], messages
     assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
     assert not list((tmp_path / "cache").glob("*"))   # nothing half-written left behind
 
