@@ -9,7 +9,7 @@ that. The exceptions, handled here without touching the module's code:
   ``nn.MultiheadAttention``: ``vmap`` runs it, but measured slower than K calls (its time-major
   projections become K x T small batched matmuls whose weight gradients are materialised per time
   step). Inside the pass, :func:`masked_call` routes each such layer through
-  :class:`_PerSampleCall`, an ``autograd.Function`` whose ``vmap`` rule calls the layer's own forward
+  :class:`_BelowVmapCall`, an ``autograd.Function`` whose ``vmap`` rule calls the layer's own forward
   (PyTorch's fused kernels) K times, once per mask sample with that sample's weights and batch
   chunk; the rest of the model stays vectorised and autograd records the K calls as usual (exact
   gradients). Recurrent layers' cached ``_flat_weights`` are pointed at the weights in use (and back
@@ -31,7 +31,9 @@ that. The exceptions, handled here without touching the module's code:
   gradient cost three transposed copies of each weight per step (weight, logits and the logit
   gradient; a fifth of a mask step on the paper's 2000 x 2000 FNN). Inside the pass :func:`masked_call`
   runs those layers through :class:`RowMajorLinear`, the same product whose weight gradient is
-  ``g^T x``: a contiguous gradient, the same numbers.
+  ``g^T x``: a contiguous gradient, the same numbers. With ``kernels="fused"`` (:mod:`modmask.fused_linear`)
+  the eligible ones instead run all K chunks at once through the C kernels, through the same
+  :class:`_BelowVmapCall` as the fused loop.
 * Layers that update running statistics in training mode (BatchNorm, InstanceNorm with
   ``track_running_stats``) would update them once per mask sample: :func:`check_train_mode` raises
   :class:`TrainModeError` instead, saying what to do.
@@ -173,19 +175,21 @@ def sync_flat_weights(module: nn.Module) -> None:
         module._flat_weight_refs = [weakref.ref(w) if w is not None else None for w in weights]
 
 
-class _PerSampleCall(torch.autograd.Function):
-    """Runs ``call`` once per vmapped sample on plain tensors; only ever used under ``vmap``.
+class _BelowVmapCall(torch.autograd.Function):
+    """Runs ``call(K, in_dims, tensors)`` on the plain, unbatched tensors; only ever used under ``vmap``.
 
-    The ``vmap`` rule runs one level below the vectorised pass, so the K calls are ordinary autograd
-    operations on the unbatched tensors (the sampled weights, the batch chunks): their gradients are
-    the ordinary ones and ``forward``/``backward`` below are never used.
+    The ``vmap`` rule runs one level below the vectorised pass, so what ``call`` does are ordinary autograd
+    operations on the unbatched tensors: the fused loop's K calls of a layer, once per sample with its
+    sampled weights and batch chunk, or the fused masked linear layer's one call on all K chunks at once.
+    Their gradients are the ordinary ones and ``forward``/``backward`` below are never used. ``call``
+    returns a tuple of tensors with the K samples along dimension 0.
     """
 
     generate_vmap_rule = False
 
     @staticmethod
     def forward(call, *tensors):
-        raise RuntimeError("_PerSampleCall runs only inside MaskedModel's vectorised pass")
+        raise RuntimeError("_BelowVmapCall runs only inside MaskedModel's vectorised pass")
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -193,7 +197,7 @@ class _PerSampleCall(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):  # pragma: no cover - see the class docstring
-        raise RuntimeError("_PerSampleCall runs only inside MaskedModel's vectorised pass")
+        raise RuntimeError("_BelowVmapCall runs only inside MaskedModel's vectorised pass")
 
     @staticmethod
     def vmap(info, in_dims, call, *tensors):
@@ -279,12 +283,36 @@ def _fused_loop_forward(module: nn.Module, forward, cache: dict):
                 outputs.append([leaf for leaf in out_leaves if isinstance(leaf, torch.Tensor)])
             return tuple(torch.stack(column) for column in zip(*outputs))
 
-        result = _PerSampleCall.apply(all_samples, *tensors)
+        result = _BelowVmapCall.apply(all_samples, *tensors)
         result = iter((result,) if isinstance(result, torch.Tensor) else result)
         # tensor leaves from the fused loop; anything else (None, ints) as the last sample returned it
         out_leaves = [next(result) if isinstance(leaf, torch.Tensor) else leaf for leaf in out_structure["leaves"]]
         return pytree.tree_unflatten(out_leaves, out_structure["spec"])
 
+    return run
+
+
+def _fused_linear_forward(module: nn.Module, spec):
+    """``module.forward`` for the vectorised pass on the fused kernels: :class:`modmask.fused_linear.FusedMaskedLinear`
+    on all K chunks at once, with ``spec = (weight, logits, keys, use_compiled)`` (the unmasked weight, the logits
+    as sampled, the step's counter keys, whether the sigmoids run compiled), plus the module's bias as
+    ``functional_call`` has put it there (masked per sample, or the plain bias)."""
+    weight, logits, keys, use_compiled = spec
+
+    def all_samples(k, dims, tensors):
+        x, bias = tensors
+        x = x.movedim(dims[0], 0) if dims[0] is not None else x.expand(k, *x.shape)
+        shape = x.shape
+        y = fused_linear.FusedMaskedLinear.apply(x.reshape(k, -1, shape[-1]), weight, logits, keys, use_compiled)
+        y = y.view(*shape[:-1], weight.shape[0])
+        if bias is not None:
+            bias = bias.movedim(dims[1], 0) if dims[1] is not None else bias.expand(k, *bias.shape)
+            y = y + bias.view(k, *([1] * (y.dim() - 2)), bias.shape[-1])
+        return (y,)
+
+    def run(input):
+        result = _BelowVmapCall.apply(all_samples, input, module.bias)
+        return result if isinstance(result, torch.Tensor) else result[0]
     return run
 
 
@@ -303,7 +331,7 @@ def masked_call(fused: list[tuple[str, nn.Module]], linears: list[tuple[str, nn.
                 fused_linears: dict[str, tuple] | None = None):
     """The state every masked pass runs in: PyTorch's attention fast path off, each layer of ``fused``
     routed through the fused loop and each of ``linears`` through :class:`RowMajorLinear`, or, where
-    ``fused_linears`` has its weight's name, through :func:`modmask.fused_linear.linear_forward` with that
+    ``fused_linears`` has its weight's name, through :func:`_fused_linear_forward` with that
     entry. Everything is restored on exit, also after an exception."""
     mha = _fastpath_setting()
     fastpath = mha.get_fastpath_enabled() if mha is not None else None
@@ -312,7 +340,7 @@ def masked_call(fused: list[tuple[str, nn.Module]], linears: list[tuple[str, nn.
         if mha is not None:
             mha.set_fastpath_enabled(False)
         fused_linears = fused_linears or {}
-        replacements = [(sub, fused_linear.linear_forward(sub, spec) if (spec := fused_linears.get(
+        replacements = [(sub, _fused_linear_forward(sub, spec) if (spec := fused_linears.get(
             f"{name}.weight" if name else "weight")) is not None else _row_major_linear_forward(sub))
             for name, sub in linears]
         replacements += [(sub, _fused_loop_forward(sub, sub.forward, cache)) for _, sub in fused]
