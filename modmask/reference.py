@@ -124,14 +124,16 @@ def measured_timing(experiment: str, results: str | Path, figures: str | Path = 
 
 
 def export(experiment: str, results: str | Path, reference: str | Path, figures: str | Path = "figures",
-           wall_time: str = "", command: str = "", date: str | None = None, timing: bool = True) -> dict:
+           wall_time: str = "", command: str = "", date: str | None = None, timing: bool = True,
+           label: str = "") -> dict:
     """Copy one experiment's tables and figure PNGs from a finished run into ``reference/<experiment>/``.
 
     Every table must carry the provenance columns; the manifest records where and how the run was made.
     The old reference of the experiment is replaced as a whole, never mixed with the new one. With
     ``timing``, the manifest also records how long the jobs took, read from the run's Snakemake records
     (:func:`measured_timing`); turn it off where those records no longer tell (``snakemake --touch``
-    rewrites them).
+    rewrites them). ``label`` tells the run from other kept runs of the same scale (e.g. "30k steps per
+    task"); the README names the run by it.
     """
     _experiment(experiment)
     results, reference = Path(results), Path(reference)
@@ -168,6 +170,7 @@ def export(experiment: str, results: str | Path, reference: str | Path, figures:
     manifest = {
         "experiment": experiment,
         "scale": sorted(scales),
+        "label": label,
         "config_hash": sorted(configs),
         "code_version": sorted(codes),
         "date": date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
@@ -203,6 +206,11 @@ def load_manifest(reference: str | Path, experiment: str) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ReferenceError(f"{path} is not valid JSON ({error}); re-export the experiment") from error
+
+
+def run_name(manifest: dict) -> str:
+    """How the README names a kept run: its scale(s) and, where the export gave one, its label."""
+    return ", ".join([f"{', '.join(manifest['scale'])} scale"] + ([manifest["label"]] if manifest.get("label") else []))
 
 
 def _carried(reference: str | Path, experiment: str):
@@ -274,12 +282,11 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
         if rows:
             header = "| run | task | % of the task's mask used by an earlier task | test accuracy with its mask |"
             if kept_sharing is not None:
-                header += (f" the same in the kept {', '.join(kept_manifest['scale'])}-scale run "
-                           f"(`{kept[1]}/{experiment}/`) |")
+                header += f" the same in the kept run of `{kept[1]}/{experiment}/` ({run_name(kept_manifest)}) |"
             text += ("\nWhat the finished tasks found so far (from the carried progress):\n\n" + header + "\n"
                      + "|---" * header.count(" |") + "|\n" + "\n".join(rows) + "\n")
         return text
-    lines = [f"Reference run ({', '.join(manifest['scale'])} scale), {manifest['date']}, {manifest['machine']}"
+    lines = [f"Reference run ({run_name(manifest)}), {manifest['date']}, {manifest['machine']}"
              + (f", wall time {manifest['wall_time']}" if manifest.get("wall_time") else "")
              + (f"; measured from its Snakemake records: {t['jobs']} jobs, {t['job_hours']:.2f} job-hours, jobs "
                 f"running during {t['active_hours']:.2f} h between {t['first_start']} and {t['last_end']}"
@@ -288,7 +295,14 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
     if manifest.get("command"):
         lines[0] += f" Made by `{manifest['command']}`."
     rows = findings(experiment, reference)
-    if rows:
+    kept_manifest = load_manifest(kept[0], experiment) if kept is not None else None
+    if rows and kept_manifest is not None:
+        # a second run kept beside the main one: each finding next to the main run's
+        theirs = {a: c for a, _, c in findings(experiment, kept[0])}
+        lines += ["", f"| finding | paper | this run (mean ± std over seeds) | the kept run of "
+                      f"`{kept[1]}/{experiment}/` ({run_name(kept_manifest)}) |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {theirs.get(a, 'not in that run')} |" for a, b, c in rows]
+    elif rows:
         lines += ["", "| finding | paper | reference run (mean ± std over seeds) |", "|---|---|---|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     figures = manifest.get("figures", [])
@@ -393,13 +407,14 @@ def verdict(ours: str, theirs: str, spread: float = 2.0) -> str:
     return "agrees"
 
 
-def _scales_of_run(experiment: str, results: Path) -> set[str]:
-    """The scales recorded in a results tree's tables of ``experiment`` (empty where none says)."""
+def _provenance_of_run(experiment: str, results: Path, column: str) -> set[str]:
+    """The values of a provenance column (scale, config hash) in a results tree's tables of ``experiment``
+    (empty where none says)."""
     for folder in EXPERIMENTS[experiment][1]:
         for path in sorted((results / folder).glob("*.parquet")):
             df = read_parquet(path)
-            if "scale" in df.columns and len(df):
-                return set(df["scale"].astype(str))
+            if column in df.columns and len(df):
+                return set(df[column].astype(str))
     return set()
 
 
@@ -416,14 +431,17 @@ def kept_runs(reference: str | Path, experiment: str) -> list[tuple[Path, dict]]
 
 def compare(results: str | Path, reference: str | Path = "reference", spread: float = 2.0) -> pd.DataFrame:
     """Every finding of the reference beside the same finding of ``results``, with a verdict. Where an
-    experiment has kept runs of several scales, the one of ``results``' scale is compared."""
+    experiment has several kept runs, the one made with ``results``' config is compared, else the first one
+    of ``results``' scale, else the main one."""
     records = []
     for experiment in EXPERIMENTS:
         runs = kept_runs(reference, experiment)
         if not runs:
             continue
-        scales = _scales_of_run(experiment, Path(results))
-        root, _ = next(((r, m) for r, m in runs if scales & set(m.get("scale", []))), runs[0])
+        configs = _provenance_of_run(experiment, Path(results), "config_hash")
+        scales = _provenance_of_run(experiment, Path(results), "scale")
+        root, _ = next(((r, m) for r, m in runs if configs & set(m.get("config_hash", []))),
+                       next(((r, m) for r, m in runs if scales & set(m.get("scale", []))), runs[0]))
         ours = dict((a, c) for a, _, c in findings(experiment, results))
         for finding, paper, value in findings(experiment, root):
             mine = ours.get(finding)
@@ -455,6 +473,8 @@ def main(argv=None) -> int:
     ex.add_argument("--reference", default=str(REPOSITORY / "reference"))
     ex.add_argument("--wall-time", default="", help='how long the run took, e.g. "5.1 h" (measured)')
     ex.add_argument("--command", default="", help="the command that made the run")
+    ex.add_argument("--label", default="", help='what tells the run from other kept runs of its scale, '
+                                                'e.g. "30k steps per task"')
     ex.add_argument("--no-measured-timing", action="store_true",
                     help="do not read the jobs' times from .snakemake/metadata (e.g. after snakemake --touch)")
     rd = sub.add_parser("readme", help="rewrite the README's generated blocks from reference/")
@@ -475,7 +495,7 @@ def main(argv=None) -> int:
                 raise ReferenceError(f"no experiment's tables under {args.results}: run the workflow first")
             for name in names:
                 manifest = export(name, args.results, args.reference, args.figures, args.wall_time, args.command,
-                                  timing=not args.no_measured_timing)
+                                  timing=not args.no_measured_timing, label=args.label)
                 print(f"reference/{name}: {len(manifest['tables'])} tables, {len(manifest['figures'])} figures")
             print("now run: python -m modmask.reference readme")
         elif args.command_name == "readme":

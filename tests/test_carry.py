@@ -210,11 +210,12 @@ def test_a_carried_run_beside_a_kept_run_is_compared_with_it_task_by_task(tmp_pa
             for layer, label, value in (("layers.0.weight", "layer 1", 0.5), ("layers.1.weight", "layer 2", 0.125),
                                         ("layers.1.bias", "layer 2 (bias)", 0.9), (pm.TOTAL, "total", 0.25))]
     write_parquet(pd.DataFrame(rows), kept / "permuted_mnist/sharing.parquet")
-    ref.export("permuted_mnist", kept, repo, kept / "figures")
+    ref.export("permuted_mnist", kept, repo, kept / "figures", label="10k steps per task")
     name = "long30k/permuted_mnist"
     text = ref.render_readme(f"<!-- reference:{name} -->\n<!-- /reference:{name} -->", repo)
     (header,) = [line for line in text.splitlines() if line.startswith("| run |")]
-    assert header.endswith("| the same in the kept long-scale run (`reference/permuted_mnist/`) |")
+    assert header.endswith("| the same in the kept run of `reference/permuted_mnist/` (long scale, 10k steps per "
+                           "task) |")
     (row,) = [line for line in text.splitlines() if line.startswith("| used2_new0 seed1 |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert len(cells) == 5 and cells[1] == "1"

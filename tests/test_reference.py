@@ -20,7 +20,8 @@ LAYER2_TASK2 = {("normal", 0): 0.02, ("normal", 1): 0.04, ("used2_new-1", 0): 0.
 
 def write_pm_results(root: Path, own_mask_accuracy=(0.90, 0.80), png=True, scale="long") -> Path:
     """A permuted-MNIST results tree with hand-chosen numbers (2 variants x 2 seeds x tasks 0-2)."""
-    provenance = {**PROVENANCE, "scale": scale}
+    # another scale is another config: its rows carry another config hash
+    provenance = {**PROVENANCE, "scale": scale, **({} if scale == "long" else {"config_hash": f"cfg-{scale}"})}
     sharing, accuracy = [], []
     for (variant, seed), layer2 in LAYER2_TASK2.items():
         for task in range(3):
@@ -163,7 +164,7 @@ def test_a_quick_run_kept_beside_a_long_one_has_its_own_block_and_is_what_a_quic
     main, quick = text.split("<!-- reference:quick/permuted_mnist -->")
     assert "Reference run (long scale), 2026-12-05" in main and "test accuracy with its mask, mean over tasks | high | 85.0% ± 7.1% |" in main
     # (50% + 52%) / 2 = 51.0%, sample std of 0.50, 0.52 = 0.01414 -> 1.4%
-    assert "Reference run (quick scale), 2026-12-07" in quick and "| high | 51.0% ± 1.4% |" in quick
+    assert "Reference run (quick scale), 2026-12-07" in quick and "| high | 51.0% ± 1.4% | 85.0% ± 7.1% |" in quick
     assert "![fig3](reference/quick/permuted_mnist/figures/permuted_mnist/fig3.png)" in quick
     assert ref.render_readme(text, reference) == text
     # each run is compared with the kept run of its own scale, and the table says which
@@ -172,6 +173,35 @@ def test_a_quick_run_kept_beside_a_long_one_has_its_own_block_and_is_what_a_quic
         assert set(df["kept_run"]) == {kept} and (df["verdict"] == "agrees").all()
     with pytest.raises(ref.ReferenceError, match="<!-- reference:quick/mnist --> names no experiment"):
         ref.render_readme("<!-- reference:quick/mnist -->\n<!-- /reference:quick/mnist -->\n", reference)
+
+
+def test_a_finished_run_kept_beside_the_main_one_shows_each_finding_next_to_the_main_runs(tmp_path):
+    # the 30k-step run exported to reference/long30k/ beside the 10k run: same scale, told apart by label
+    reference = tmp_path / "reference"
+    main_run = write_pm_results(tmp_path / "long")
+    ref.export("permuted_mnist", main_run, reference, main_run / "figures", date="2026-12-06",
+               label="10k steps per task")
+    second = write_pm_results(tmp_path / "long30k", own_mask_accuracy=(0.96, 0.98))
+    for name in ("sharing", "accuracy", "layers"):  # another config: its rows carry another hash
+        table = second / "permuted_mnist" / f"{name}.parquet"
+        write_parquet(read_parquet(table).assign(config_hash="cfg30k"), table)
+    manifest = ref.export("permuted_mnist", second, reference / "long30k", second / "figures", date="2026-12-08",
+                          label="30k steps per task")
+    assert manifest["label"] == "30k steps per task"
+    text = ref.render_readme("<!-- reference:long30k/permuted_mnist -->\n<!-- /reference:long30k/permuted_mnist -->\n",
+                             reference)
+    assert "Reference run (long scale, 30k steps per task), 2026-12-08" in text
+    assert ("| finding | paper | this run (mean ± std over seeds) | the kept run of `reference/permuted_mnist/` "
+            "(long scale, 10k steps per task) |") in text
+    # own-mask accuracy: this run (96% + 98%) / 2 = 97.0%, std 1.4%; the main run 85.0% ± 7.1%
+    assert "| permuted MNIST (normal init): test accuracy with its mask, mean over tasks | high | 97.0% ± 1.4% | 85.0% ± 7.1% |" in text
+    # both runs kept at the same scale: a run is compared with the kept run of its own config
+    for run, kept in ((second, "reference/long30k/permuted_mnist"), (main_run, "reference/permuted_mnist")):
+        assert set(ref.compare(run, reference)["kept_run"]) == {kept}
+    # a config no kept run was made with: the main run of its scale
+    for table in (second / "permuted_mnist").glob("*.parquet"):
+        write_parquet(read_parquet(table).assign(config_hash="cfg-yours"), table)
+    assert set(ref.compare(second, reference)["kept_run"]) == {"reference/permuted_mnist"}
 
 
 def _record(workdir: Path, output: str, rule: str, start: float, end: float) -> None:
