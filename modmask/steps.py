@@ -154,12 +154,28 @@ def load_step(job: Job, exp, seed: int, device, log: logging.Logger) -> experime
     return step
 
 
+# Settings that choose how a job computes, not what: left out of the config hash, so that a run may switch
+# them midway and resume from its checkpoints (as it may move to another machine). ``kernels``: every
+# choice samples the same masks; "fused" gives products and gradients equal to float32 rounding.
+EXECUTION_SETTINGS = frozenset({"kernels"})
+
+
+def method_settings(settings):
+    """``settings`` without the execution settings (:data:`EXECUTION_SETTINGS`), at any depth."""
+    if isinstance(settings, dict):
+        return {key: method_settings(value) for key, value in settings.items() if key not in EXECUTION_SETTINGS}
+    if isinstance(settings, (list, tuple)):
+        return [method_settings(value) for value in settings]
+    return settings
+
+
 def provenance(experiment: str, scale: str, names: dict, seed: int, hashed: dict, code: str, **columns) -> dict:
     """The columns every table row of a job carries, in this order: experiment, scale, what names the run
     (``names``: arch, task or variant), seed, further ``columns``, config_hash (of ``hashed``: exactly the
-    settings the job depends on) and code_version (``code``, see modmask.code_versions)."""
+    settings the job depends on, without the execution settings) and code_version (``code``, see
+    modmask.code_versions)."""
     return {"experiment": experiment, "scale": scale, **names, "seed": int(seed), **columns,
-            "config_hash": stable_hash(hashed), "code_version": code}
+            "config_hash": stable_hash(method_settings(hashed)), "code_version": code}
 
 
 def run_provenance(experiment: str, block: dict, name_column: str, name: str, seed: int, stage: str, scale: str,
