@@ -3,7 +3,9 @@
 Snakemake itself reports "N of M steps done". This reads what Snakemake keeps in ``.snakemake/``:
 the start and end time of every job that finished before (``metadata/``), and the outputs of jobs in
 progress (``incomplete/``); a dry run gives the jobs still to do. From the median time of each rule
-in earlier runs it estimates the time left. Run it beside a running workflow, from the same folder,
+in earlier runs it estimates the time left; a running job whose log states its own time left (our
+training loops log ``eta Ns``, a permuted-MNIST run ``job eta Ns`` for all its remaining tasks) counts
+at that instead, less the time since the log was written. Run it beside a running workflow, from the same folder,
 with the same target and config files:
 
     python -m modmask.progress figures/all --configfile config/quick.yaml --cores 2
@@ -36,16 +38,21 @@ class Progress:
     last_log: dict[str, str] = field(default_factory=dict)  # running output -> last line of its log
     interrupted: list[tuple[str, str | None, float]] = field(default_factory=list)  # left by a run that died
     stale_locks: bool = False   # lock files that no Snakemake process on this machine holds
+    log_left: dict[str, float] = field(default_factory=dict)  # running output -> seconds left, by its log
 
     def seconds_left(self) -> float:
-        """Job-seconds still to do (the running jobs' elapsed time subtracted) over the cores."""
+        """Job-seconds still to do (the running jobs' elapsed time subtracted, or where a running job's log
+        says how long it has left, that) over the cores."""
         fallback = statistics.median(self.typical.values()) if self.typical else 0.0
         # a rule without history counts at the median job time; "all" (a target list) costs nothing
         total = sum(count * self.typical.get(rule, 0.0 if rule == "all" else fallback)
                     for rule, count in self.to_do.items())
-        for _, rule, elapsed in self.running:
+        for output, rule, elapsed in self.running:
             expected = self.typical.get(rule, fallback) if rule else fallback
-            total -= min(elapsed, expected)
+            if output in self.log_left:
+                total += self.log_left[output] - expected
+            else:
+                total -= min(elapsed, expected)
         return max(total, 0.0) / max(self.cores, 1)
 
 
@@ -222,6 +229,18 @@ def last_line(path: Path) -> str | None:
     return lines[-1].strip() if lines else None
 
 
+_ETA = re.compile(r"\b(job )?eta (\d+(?:\.\d+)?)s\b")
+
+
+def seconds_left_in_log(line: str | None, age: float = 0.0) -> float | None:
+    """The time a job has left by its log's last line (``job eta Ns`` before ``eta Ns``: a loop's own time
+    left), less ``age``, the seconds since that line was written; ``None`` when the line states none."""
+    found = {bool(job): float(value) for job, value in _ETA.findall(line or "")}
+    if not found:
+        return None
+    return max(found.get(True, found.get(False)) - age, 0.0)
+
+
 def progress(snakemake_args: list[str], cores: int, workdir: str | Path = ".") -> Progress:
     typical, rule_of = job_history(workdir)
     text = dry_run(snakemake_args, workdir)
@@ -235,9 +254,14 @@ def progress(snakemake_args: list[str], cores: int, workdir: str | Path = ".") -
     stale = started is None and bool(_lock_times(workdir))   # locks, but no Snakemake process holds them
     logs = {output: Path(workdir) / log for output, (_, log) in jobs.items() if log}
     unknown = sorted(rule for rule in to_do if rule not in typical and rule != "all")
-    return Progress(to_do, typical, running, cores, unknown,
-                    {output: line for output, *_ in running if (line := last_line(logs.get(output, Path("/-"))))},
-                    interrupted, stale)
+    last_log, log_left, now = {}, {}, time.time()
+    for output, *_ in running:
+        path = logs.get(output, Path("/-"))
+        if (line := last_line(path)) is not None:
+            last_log[output] = line
+            if (left := seconds_left_in_log(line, now - path.stat().st_mtime)) is not None:
+                log_left[output] = left
+    return Progress(to_do, typical, running, cores, unknown, last_log, interrupted, stale, log_left)
 
 
 def report(state: Progress) -> str:
@@ -247,7 +271,8 @@ def report(state: Progress) -> str:
         for output, rule, elapsed in state.running:
             typical = state.typical.get(rule) if rule else None
             lines.append(f"  {output}  ({rule or 'rule not known'}, {_duration(elapsed)} so far"
-                         + (f", typically {_duration(typical)})" if typical else ")"))
+                         + (f", about {_duration(state.log_left[output])} left by its log" if output in state.log_left
+                            else f", typically {_duration(typical)}" if typical else "") + ")")
             if output in state.last_log:
                 lines.append(f"    log: {state.last_log[output]}")
     if state.interrupted:
@@ -270,7 +295,8 @@ def report(state: Progress) -> str:
         return "\n".join(lines) + "\n"
     left = state.seconds_left()
     lines.append(f"time left: about {_duration(left)} with {state.cores} cores (job times of earlier runs in "
-                 f".snakemake/metadata, divided over the cores; a long chain of dependent jobs takes longer)")
+                 f".snakemake/metadata" + (", running jobs' own logs" if state.log_left else "")
+                 + ", divided over the cores; a long chain of dependent jobs takes longer)")
     if state.unknown:
         lines.append(f"no earlier jobs of {', '.join(state.unknown)}: counted at the median job time, "
                      "so the estimate is rough")

@@ -249,7 +249,10 @@ def _check_logits(stateful: dict, what: str, step: int) -> None:
 
 
 def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Checkpointer, log, what: str,
-              progress: Callable[[], dict] | None = None) -> History:
+              progress: Callable[[], dict] | None = None, steps_after: int = 0) -> History:
+    """``steps_after``: training steps the job runs after this loop (a sequential run's later tasks); its
+    log lines then also say how long the whole job has left at this loop's speed (``job eta``), which
+    ``python -m modmask.progress`` reads."""
     stateful = {**stateful, "global_rng": _GlobalRng()}
     history = History()
     start_step = 0
@@ -283,8 +286,9 @@ def _run_loop(step_fn, settings: TrainSettings, stateful: dict, checkpoint: _Che
             extra = progress() if progress else {}
             history.add(step=step, loss=running / count, **extra)
             details = " ".join(f"{k} {v:.4g}" for k, v in extra.items())
-            log.info("%s step %d/%d loss %.4f %s(%.1f steps/s, eta %.0fs)", what, step, settings.steps,
-                     running / count, details + " " if details else "", done / max(elapsed, 1e-9), eta)
+            job_eta = f", job eta {elapsed / done * (settings.steps - step + steps_after):.0f}s" if steps_after else ""
+            log.info("%s step %d/%d loss %.4f %s(%.1f steps/s, eta %.0fs%s)", what, step, settings.steps,
+                     running / count, details + " " if details else "", done / max(elapsed, 1e-9), eta, job_eta)
             running, count = 0.0, 0
         checkpoint.maybe_save(step, settings.steps, lambda: {
             **{k: obj.state_dict() for k, obj in stateful.items()}, "history": history.rows,
@@ -379,7 +383,7 @@ def train_mask(model: nn.Module, sampler: BatchSampler, loss_fn: Callable, setti
 
 def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, loss_fn: Callable,
                   settings: TrainSettings, frozen: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                  checkpoint_path=None, identity: str = "", log: logging.Logger = LOG) -> History:
+                  checkpoint_path=None, identity: str = "", log: logging.Logger = LOG, steps_after: int = 0) -> History:
     """Train a network's weights and a mask over them together (permuted MNIST, paper section 3.3).
 
     Every step runs the K mask samples in one vectorised pass of :class:`MaskedModel` with
@@ -390,6 +394,7 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
     zeroed before clipping and the optimiser step (so they neither count in the clipping norm nor
     build up Adam moments), and after each step they are copied back from a snapshot taken at the
     start, so no optimiser feature (momentum, weight decay) can move them: they stay bit-identical.
+    ``steps_after``: training steps the job runs after this call, for the log's whole-job time left.
     """
     if settings.batch_size % settings.mask_samples:
         raise ValueError(f"batch_size {settings.batch_size} is not divisible by mask_samples {settings.mask_samples}")
@@ -448,7 +453,7 @@ def train_jointly(model: nn.Module, mask: WeightMask, sampler: BatchSampler, los
     if scheduler is not None:
         stateful["scheduler"] = scheduler
     history = _run_loop(step, settings, stateful, _Checkpointer(checkpoint_path, settings.checkpoint_every, identity),
-                        log, "joint", progress)
+                        log, "joint", progress, steps_after)
     moved = [n for n, bits in frozen.items() if not torch.equal(params[n].detach()[bits], snapshot[n][bits])]
     if moved:
         raise RuntimeError(f"frozen entries of {moved} changed during joint training: the optimiser moved "

@@ -283,6 +283,27 @@ def test_run_records_sharing_consistent_with_the_masks():
     assert (frozen == 0).all()  # the first layer is never frozen
 
 
+def test_the_log_says_how_long_the_whole_run_has_left(monkeypatch, caplog):
+    # a clock that moves 10 s per reading: the loop reads it at its start and at each log line
+    from types import SimpleNamespace
+
+    from modmask import training
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    block = tiny_block(steps=6)
+    block["train"]["log_every"] = 3
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        pm.run(block, "used2_new0", tiny_data(), seed=0, device="cpu", log=LOG)
+    lines = [r.getMessage() for r in caplog.records if "joint step" in r.getMessage()]
+    assert len(lines) == 6   # 3 tasks x steps 3 and 6
+    # task 0, step 3: 10 s for 3 steps; 3 steps left in the task, 2 x 6 in the two tasks after it
+    assert lines[0].endswith("(0.3 steps/s, eta 10s, job eta 50s)")
+    # task 0, step 6: 20 s for 6 steps, 12 steps left; task 1, step 3: 10 s for 3 steps, 3 + 6 left
+    assert lines[1].endswith("eta 0s, job eta 40s)") and lines[2].endswith("eta 10s, job eta 30s)")
+    # the last task: the loop's eta is the job's
+    assert lines[4].endswith("(0.3 steps/s, eta 10s)") and "job eta" not in lines[5]
+
+
 def test_killed_run_resumes_after_the_last_finished_task():
     block, data = tiny_block(), tiny_data()
     reference = pm.run(block, "used2_new0", data, seed=1, device="cpu", log=LOG)

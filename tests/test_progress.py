@@ -56,6 +56,27 @@ def test_time_left_from_rule_medians_minus_what_running_jobs_already_did():
     assert "time left: about 6 min with 2 cores" in text  # 340 s
 
 
+def test_a_running_jobs_own_log_says_how_long_it_has_left():
+    line = "18:53:06 INFO joint step 8000/30000 loss 0.1413 kept 0.002044 (18.0 steps/s, eta 1221s, job eta 6721s)"
+    assert pg.seconds_left_in_log(line) == 6721.0           # the whole job (later tasks too), not the loop
+    assert pg.seconds_left_in_log(line, age=721.0) == 6000.0  # written 721 s ago
+    assert pg.seconds_left_in_log("mask step 200/800 loss 0.1 (5.0 steps/s, eta 120s)", age=20) == 100.0
+    assert pg.seconds_left_in_log("mask step 200/800 (5.0 steps/s, eta 120s)", age=500) == 0.0
+    assert pg.seconds_left_in_log("compiling the mask sampling kernels") is None
+    assert pg.seconds_left_in_log(None) is None
+    # a permuted-MNIST run 2 h from its end, though its rule's earlier jobs (a smoke run) took 8 min
+    state = pg.Progress(to_do={"permuted_mnist_run": 2, "tables": 1}, typical={"permuted_mnist_run": 480.0,
+                        "tables": 20.0}, running=[("run0.pt", "permuted_mnist_run", 120.0),
+                                                  ("run1.pt", "permuted_mnist_run", 120.0)],
+                        cores=2, log_left={"run0.pt": 7200.0})
+    # run0 by its log: 7200; run1 by its rule: 480 - 120; tables 20; over 2 cores
+    assert state.seconds_left() == pytest.approx((7200 + 480 - 120 + 20) / 2)
+    text = pg.report(state)
+    assert "run0.pt  (permuted_mnist_run, 2 min so far, about 2.0 h left by its log)" in text
+    assert "run1.pt  (permuted_mnist_run, 2 min so far, typically 8 min)" in text
+    assert "running jobs' own logs" in text
+
+
 def test_long_output_names_split_into_folders_are_read_back(tmp_path):
     folder = tmp_path / ".snakemake" / "incomplete"
     output = "results/" + "x" * 300 + "/run.pt"
@@ -178,13 +199,19 @@ def test_progress_of_a_real_snakemake_workflow(tmp_path):
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("")
     os.utime(marker, (time.time() - 0.5, time.time() - 0.5))
-    (tmp_path / "b.log").write_text("step 1/2\nstep 2/2, eta 1s\n\n")
+    (tmp_path / "b.log").write_text("step 1/2\nstep 2/2, eta 600s\n\n")
     state = pg.progress([], cores=1, workdir=tmp_path)
     assert state.to_do == {"b": 1, "all": 1}
     assert [(o, r) for o, r, _ in state.running] == [("b.txt", "b")]
-    assert state.last_log == {"b.txt": "step 2/2, eta 1s"}
+    assert state.last_log == {"b.txt": "step 2/2, eta 600s"}
+    # the log said 600 s left when it was written (just before the dry run, which takes seconds): that,
+    # less the log's age, not b's typical time, is what is left
+    assert 540 < state.log_left["b.txt"] <= 600
+    assert state.seconds_left() == pytest.approx(state.log_left["b.txt"])
+    (tmp_path / "b.log").write_text("step 1/2\n")   # a log that states no time left: b's typical time
+    state = pg.progress([], cores=1, workdir=tmp_path)
     elapsed = state.running[0][2]
-    assert state.seconds_left() == pytest.approx(max(typical["b"] - elapsed, 0.0), abs=0.05)
+    assert not state.log_left and state.seconds_left() == pytest.approx(max(typical["b"] - elapsed, 0.0), abs=0.05)
     assert pg.main(["--directory", str(tmp_path), "--cores", "1"]) == 0
 
 

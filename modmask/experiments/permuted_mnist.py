@@ -218,7 +218,8 @@ def run(block: dict, variant: str, data: dict, seed: int, device, log: logging.L
                  sum(int(b.sum()) for b in frozen.values()), mask.numel(), settings.steps)
         history: History = train_jointly(
             model, mask, sampler, F.cross_entropy, settings, frozen=frozen, seed=task_seed(seed, task),
-            checkpoint_path=task_checkpoint_path, identity=f"{identity} task {task}", log=log)
+            checkpoint_path=task_checkpoint_path, identity=f"{identity} task {task}", log=log,
+            steps_after=(n_tasks - 1 - task) * settings.steps)
         final = mask.binary()
         x_task = mnist.permute(x_test, perms[task])
         result = {
