@@ -194,7 +194,8 @@ def test_a_finished_run_kept_beside_the_main_one_shows_each_finding_next_to_the_
     assert ("| finding | paper | this run (mean ± std over seeds) | the kept run of `reference/permuted_mnist/` "
             "(long scale, 10k steps per task) |") in text
     # own-mask accuracy: this run (96% + 98%) / 2 = 97.0%, std 1.4%; the main run 85.0% ± 7.1%
-    assert "| permuted MNIST (normal init): test accuracy with its mask, mean over tasks | high | 97.0% ± 1.4% | 85.0% ± 7.1% |" in text
+    assert ("| permuted MNIST (normal init): test accuracy with its mask, mean over tasks | high | 97.0% ± 1.4% "
+            "| 85.0% ± 7.1% |") in text
     # both runs kept at the same scale: a run is compared with the kept run of its own config
     for run, kept in ((second, "reference/long30k/permuted_mnist"), (main_run, "reference/permuted_mnist")):
         assert set(ref.compare(run, reference)["kept_run"]) == {kept}
