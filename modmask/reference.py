@@ -496,7 +496,8 @@ def main(argv=None) -> int:
             for name in names:
                 manifest = export(name, args.results, args.reference, args.figures, args.wall_time, args.command,
                                   timing=not args.no_measured_timing, label=args.label)
-                print(f"reference/{name}: {len(manifest['tables'])} tables, {len(manifest['figures'])} figures")
+                print(f"{Path(args.reference) / name}: {len(manifest['tables'])} tables, "
+                      f"{len(manifest['figures'])} figures")
             print("now run: python -m modmask.reference readme")
         elif args.command_name == "readme":
             readme = Path(args.readme)
