@@ -259,7 +259,11 @@ def progress(snakemake_args: list[str], cores: int, workdir: str | Path = ".") -
         path = logs.get(output, Path("/-"))
         if (line := last_line(path)) is not None:
             last_log[output] = line
-            if (left := seconds_left_in_log(line, now - path.stat().st_mtime)) is not None:
+            try:
+                age = now - path.stat().st_mtime
+            except OSError:   # the log went away since it was read (the job ended)
+                continue
+            if (left := seconds_left_in_log(line, age)) is not None:
                 log_left[output] = left
     return Progress(to_do, typical, running, cores, unknown, last_log, interrupted, stale, log_left)
 

@@ -210,7 +210,8 @@ def load_manifest(reference: str | Path, experiment: str) -> dict | None:
 
 def run_name(manifest: dict) -> str:
     """How the README names a kept run: its scale(s) and, where the export gave one, its label."""
-    return ", ".join([f"{', '.join(manifest['scale'])} scale"] + ([manifest["label"]] if manifest.get("label") else []))
+    label = [manifest["label"]] if manifest.get("label") else []
+    return ", ".join([f"{', '.join(manifest['scale'])} scale"] + label)
 
 
 def _carried(reference: str | Path, experiment: str):
@@ -260,9 +261,11 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
                  kept: tuple[Path, str] | None = None) -> str:
     """The generated part of an experiment's README section: where the run comes from, its findings
     against the paper's, and its figures. ``kept``: (reference folder, link prefix) of the experiment's main
-    kept run, which a run under way beside it is compared with, task by task."""
+    kept run, which a run beside it is compared with: task by task while it is under way, finding by finding
+    once it is kept."""
     reference = Path(reference)
     manifest = load_manifest(reference, experiment)
+    kept_manifest = load_manifest(kept[0], experiment) if kept is not None else None
     if manifest is None:
         carried = list(_carried(reference, experiment))
         if not carried:
@@ -271,11 +274,10 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
                 f"carries its progress in `{link_prefix}/{experiment}/progress/` (`python -m modmask.carry`); "
                 f"finished tasks per run: "
                 + ", ".join(f"{run} {tasks}" for run, tasks in carried_runs(carried).items()) + ".\n")
-        kept_sharing = kept_manifest = None
-        if kept is not None:
-            kept_manifest = load_manifest(kept[0], experiment)
+        kept_sharing = None
+        if kept_manifest is not None:
             sharing_path = kept[0] / experiment / "sharing.parquet"
-            if kept_manifest is not None and sharing_path.exists():
+            if sharing_path.exists():
                 kept_sharing = read_table(sharing_path, ("variant", "seed", "task", "layer", "layer_label",
                                                          "reinitialised", "shared_fraction"))
         rows = carried_task_rows(carried, kept_sharing)
@@ -295,7 +297,6 @@ def readme_block(experiment: str, reference: str | Path = "reference", link_pref
     if manifest.get("command"):
         lines[0] += f" Made by `{manifest['command']}`."
     rows = findings(experiment, reference)
-    kept_manifest = load_manifest(kept[0], experiment) if kept is not None else None
     if rows and kept_manifest is not None:
         # a second run kept beside the main one: each finding next to the main run's
         theirs = {a: c for a, _, c in findings(experiment, kept[0])}
@@ -407,15 +408,19 @@ def verdict(ours: str, theirs: str, spread: float = 2.0) -> str:
     return "agrees"
 
 
-def _provenance_of_run(experiment: str, results: Path, column: str) -> set[str]:
-    """The values of a provenance column (scale, config hash) in a results tree's tables of ``experiment``
-    (empty where none says)."""
+def _provenance_of_run(experiment: str, results: Path, columns: tuple[str, ...]) -> dict[str, set[str]]:
+    """Per provenance column (scale, config hash), its values in a results tree's tables of ``experiment``:
+    those of the first table that has the column and rows (an empty set where none has)."""
+    found: dict[str, set[str]] = {}
     for folder in EXPERIMENTS[experiment][1]:
         for path in sorted((results / folder).glob("*.parquet")):
             df = read_parquet(path)
-            if column in df.columns and len(df):
-                return set(df[column].astype(str))
-    return set()
+            for column in columns:
+                if column not in found and column in df.columns and len(df):
+                    found[column] = set(df[column].astype(str))
+            if len(found) == len(columns):
+                return found
+    return {column: found.get(column, set()) for column in columns}
 
 
 def kept_runs(reference: str | Path, experiment: str) -> list[tuple[Path, dict]]:
@@ -438,10 +443,9 @@ def compare(results: str | Path, reference: str | Path = "reference", spread: fl
         runs = kept_runs(reference, experiment)
         if not runs:
             continue
-        configs = _provenance_of_run(experiment, Path(results), "config_hash")
-        scales = _provenance_of_run(experiment, Path(results), "scale")
-        root, _ = next(((r, m) for r, m in runs if configs & set(m.get("config_hash", []))),
-                       next(((r, m) for r, m in runs if scales & set(m.get("scale", []))), runs[0]))
+        ours_provenance = _provenance_of_run(experiment, Path(results), ("config_hash", "scale"))
+        root, _ = next(((r, m) for r, m in runs if ours_provenance["config_hash"] & set(m.get("config_hash", []))),
+                       next(((r, m) for r, m in runs if ours_provenance["scale"] & set(m.get("scale", []))), runs[0]))
         ours = dict((a, c) for a, _, c in findings(experiment, results))
         for finding, paper, value in findings(experiment, root):
             mine = ours.get(finding)
